@@ -1,0 +1,34 @@
+"""Codes: which partitions each worker computes on, and with which coefficients.
+
+Imported lazily so that ``import codedbft.encoders`` stays cheap (galois compiles kernels on first use).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from codedbft.encoders.base import Code
+
+_LAZY = {
+    "RepetitionCode": "codedbft.encoders.repetition",
+    "CyclicMDSCode": "codedbft.encoders.cyclic",
+    "ByzShieldCode": "codedbft.encoders.byzshield",
+    "DataEncodingCode": "codedbft.encoders.data_encoding",
+}
+
+__all__ = ["Code", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from codedbft.encoders.byzshield import ByzShieldCode
+    from codedbft.encoders.cyclic import CyclicMDSCode
+    from codedbft.encoders.data_encoding import DataEncodingCode
+    from codedbft.encoders.repetition import RepetitionCode
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'codedbft.encoders' has no attribute {name!r}")
