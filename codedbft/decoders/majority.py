@@ -1,0 +1,318 @@
+"""Majority vote over groups of workers that compute the same thing (DRACO and DETOX repetition groups).
+
+DRACO (Chen et al., ICML 2018) puts r = 2s+1 workers on every partition, so any placement of s
+Byzantine workers leaves an honest majority in every group: the value sent by more than half of a
+group's present members is the true partition gradient. DETOX (Rajput et al., NeurIPS 2019) uses the
+same vote with small r before a robust rule.
+
+Honest copies are bitwise identical when the computation is deterministic, so the vote compares bytes:
+
+1. *fingerprint*: each row's bits at a few private random coordinates, combined with private random
+   integer weights in exact integer arithmetic (so equal rows get equal fingerprints whatever kernel
+   computes them); the member with the most equal fingerprints is the group's candidate;
+2. *confirm*: every member is compared bytewise with its group's candidate (one pass over the data);
+   a fingerprint collision (an adversary who altered only unsampled coordinates) cannot make a wrong
+   value win, it only sends that group to the exact slow path below;
+3. *slow path*, for the rare undecided group: all pairwise bytewise comparisons inside the group; if
+   still no value has a majority (non-deterministic honest copies, e.g. GPU atomics) the group falls
+   back to clustering with a RELATIVE tolerance, ``‖m_a − m_b‖ ≤ rtol · max(‖m_a‖, ‖m_b‖)``. An
+   absolute tolerance (one published implementation used 10) silently accepts real attacks.
+
+Cost: about one pass over the messages plus a gather of the g winning rows; no cryptographic hash
+(blake2b over 360 MB costs about 10x a sum).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from codedbft._arrays import as_torch, missing_mask
+from codedbft.decoders.base import DecodeResult
+
+_FINGERPRINT_COORDS = 64
+_INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+class VoteResult:
+    """Outcome of :func:`majority_vote` on messages ``(..., n, d)`` split into ``g`` groups.
+
+    Attributes:
+        values: ``(..., g, d)`` the decided value of each group (same kind, dtype and device as the
+            input; gathered on first access); an undecided group gets its plurality member's value.
+        decided: bool ``(..., g)``: more than half of the group's present members sent that value
+            (bytewise, or within ``rtol`` for groups in ``tolerance``).
+        winners: int64 ``(..., g)`` a row id holding the group's value.
+        agree: bool ``(..., n)``: the row is present and equals its group's decided value.
+        tolerance: bool ``(..., g)``: the group was decided by the relative-tolerance fallback.
+        flagged: for unbatched input, sorted row ids that are present, in a decided group, and differ
+            from its value; empty for batched input (use ``agree``).
+        info: counts and timings.
+    """
+
+    def __init__(self, rows, flat_win, shape, kind, decided, winners, agree, tolerance, flagged, info):
+        self._rows = rows  # (groups*r, d) view of the grouped messages
+        self._flat_win = flat_win
+        self._shape = shape
+        self._kind = kind
+        self._values = None
+        self.decided = decided
+        self.winners = winners
+        self.agree = agree
+        self.tolerance = tolerance
+        self.flagged: tuple[int, ...] = flagged
+        self.info: dict[str, Any] = info
+
+    @property
+    def values(self) -> Any:
+        if self._values is None:
+            v = self._rows.index_select(0, self._flat_win.to(self._rows.device)).reshape(self._shape)
+            self._values = v if self._kind.torch else v.numpy()
+        return self._values
+
+    def value_sum(self) -> torch.Tensor:
+        """Σ over groups of the decided values, ``(..., d)``, without gathering them.
+
+        Accumulates the winning rows in group order (reproducible bit for bit); for unbatched input
+        this is the sum of partition gradients a repetition decoder returns.
+        """
+        idx = self._flat_win.reshape(*self._shape[:-2], -1)
+        if idx.ndim > 1:
+            return self.values.sum(-2) if self._kind.torch else torch.from_numpy(self.values).sum(-2)
+        ids = idx.tolist()
+        out = self._rows[ids[0]].clone()
+        for i in ids[1:]:
+            out += self._rows[i]
+        return out
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    """The raw bits of ``x`` as an integer tensor (bytewise equality == integer equality)."""
+    if x.is_complex():
+        x = torch.view_as_real(x).flatten(-2)
+    if x.is_floating_point():
+        return x.view(_INT_VIEW[x.element_size()])
+    return x
+
+
+def _fingerprints(xg: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Exact integer fingerprint of each row of ``xg (..., r, d)`` from a few private coordinates."""
+    d = xg.shape[-1]
+    # Sampling with replacement: randperm(d) alone would cost more than the whole vote at d = 1e6.
+    idx = torch.randint(0, d, (min(d, _FINGERPRINT_COORDS),), generator=generator).to(xg.device)
+    sample = _bits(xg.index_select(-1, idx).contiguous())
+    # 16-bit limbs times weights below 2^32 keep every partial sum below 2^63: no overflow, exact.
+    limbs = sample.contiguous().view(torch.int16).to(torch.int64) & 0xFFFF
+    w = torch.randint(1, 2**32 - 1, (limbs.shape[-1],), generator=generator, dtype=torch.int64)
+    return (limbs * w.to(xg.device)).sum(-1)
+
+
+def _confirm(bits: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """Bool ``(..., g, r)``: each member is bytewise equal to its group's candidate.
+
+    On the CPU, ``numpy.array_equal`` per row costs about 1.3 plain sums over the data (measured:
+    torch.equal per row degrades 10x when its thread pool is contended, and a broadcast ``==`` with
+    ``.all`` costs 3x a sum); on accelerators the broadcast form avoids one host sync per row.
+    """
+    if bits.device.type != "cpu":
+        rows = torch.gather(bits, -2, cand.to(bits.device)[..., None, None].expand(*cand.shape, 1, bits.shape[-1]))
+        return (bits == rows).all(-1).cpu()
+    *lead_g, r, d = bits.shape
+    flat = bits.reshape(-1, r, d).numpy()
+    out = np.ones((flat.shape[0], r), dtype=bool)
+    for gi, c in enumerate(cand.reshape(-1).tolist()):
+        ref = flat[gi, c]
+        for j in range(r):
+            if j != c:
+                out[gi, j] = np.array_equal(flat[gi, j], ref)
+    return torch.from_numpy(out).reshape(*lead_g, r)
+
+
+def _pairwise_equal(rows: torch.Tensor) -> torch.Tensor:
+    b = _bits(rows)
+    r = rows.shape[0]
+    eq = torch.eye(r, dtype=torch.bool)
+    for a in range(r):
+        for c in range(a + 1, r):
+            eq[a, c] = eq[c, a] = torch.equal(b[a], b[c])
+    return eq
+
+
+def _slow_group(rows: torch.Tensor, present: torch.Tensor, rtol: float) -> tuple[int, torch.Tensor, bool, bool]:
+    """Exact vote for one group ``rows (r, d)``: (winner, agree (r,), decided, by_tolerance)."""
+    pres = present.cpu()
+    n_present = int(pres.sum())
+    eq = _pairwise_equal(rows) & pres[None, :] & pres[:, None]
+    counts = eq.sum(1)
+    win = int(torch.argmax(counts))
+    if 2 * int(counts[win]) > n_present:
+        return win, eq[win], True, False
+    # Relative-tolerance clustering on finite members, distances in float64.
+    r64 = rows.detach().to(torch.float64)
+    if r64.is_complex():
+        r64 = torch.view_as_real(r64).flatten(-2)
+    finite = torch.isfinite(r64).all(-1).cpu() & pres
+    norms = torch.linalg.vector_norm(torch.where(finite[:, None].to(r64.device), r64, 0.0), dim=-1).cpu()
+    safe = torch.where(finite[:, None].to(r64.device), r64, 0.0)
+    dist = torch.cdist(safe[None], safe[None])[0].cpu()
+    close = (dist <= rtol * torch.maximum(norms[:, None], norms[None, :])) & finite[:, None] & finite[None, :]
+    tcounts = close.sum(1)
+    twin = int(torch.argmax(tcounts))
+    if 2 * int(tcounts[twin]) > n_present:
+        return twin, close[twin], True, True
+    return win, eq[win], False, False
+
+
+def majority_vote(
+    x: Any,
+    group_size: int | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
+    missing: Any = None,
+    rtol: float = 1e-5,
+    generator: torch.Generator | None = None,
+) -> VoteResult:
+    """Vote inside groups of rows that should hold identical values.
+
+    Args:
+        x: messages ``(..., n, d)``, numpy array or torch tensor (any device); batched over leading dims.
+        group_size: r, for contiguous groups ``[0, r), [r, 2r), ...`` (a view, no copy).
+        groups: alternatively, explicit row ids per group, all groups the same size (gathered: one copy).
+        missing: erasures: bool mask ``(n,)`` or ``(..., n)``, or row ids; missing rows never vote.
+        rtol: relative tolerance of the fallback clustering (float32 non-determinism: ~1e-5).
+        generator: private randomness for fingerprints (default: fresh from OS entropy, so workers
+            cannot predict the sampled coordinates).
+
+    A group is decided when more than half of its *present* members agree: with e errors and m
+    erasures in a group of r, that holds when 2e + m < r (for r = 2s+1: 2e + m <= 2s).
+    """
+    t0 = time.perf_counter()
+    xt, kind = as_torch(x)
+    if xt.ndim < 2:
+        raise ValueError(f"messages must have shape (..., n, d), got {tuple(xt.shape)}")
+    *lead, n, d = xt.shape
+    if (group_size is None) == (groups is None):
+        raise ValueError("give exactly one of group_size= or groups=")
+    if group_size is not None:
+        if group_size < 1 or n % group_size:
+            raise ValueError(f"group_size r={group_size} must divide n={n}")
+        r = group_size
+        g = n // r
+        row_ids = torch.arange(n).reshape(g, r)
+        xg = xt.reshape(*lead, g, r, d)
+    else:
+        row_ids = torch.as_tensor([list(gr) for gr in groups], dtype=torch.int64)
+        if row_ids.ndim != 2:
+            raise ValueError("groups must all have the same size")
+        if row_ids.numel() and (row_ids.min() < 0 or row_ids.max() >= n):
+            raise ValueError(f"group row ids must be in [0, {n})")
+        g, r = row_ids.shape
+        xg = xt.index_select(-2, row_ids.reshape(-1).to(xt.device)).reshape(*lead, g, r, d)
+
+    if missing is None:
+        miss = torch.zeros(*lead, n, dtype=torch.bool)
+    elif isinstance(missing, torch.Tensor) and missing.dtype == torch.bool:
+        miss = missing.cpu().expand(*lead, n)
+    else:
+        miss = torch.from_numpy(missing_mask(missing, n)).expand(*lead, n)
+    present = ~miss[..., row_ids]  # (..., g, r)
+
+    if generator is None:
+        generator = torch.Generator().manual_seed(int.from_bytes(np.random.bytes(8), "little") >> 1)
+    fp = _fingerprints(xg, generator).cpu()
+    same = (fp[..., :, None] == fp[..., None, :]) & present[..., :, None] & present[..., None, :]
+    cand = same.sum(-1).argmax(-1)  # (..., g): most common fingerprint, lowest index on ties
+
+    agree_g = _confirm(_bits(xg), cand) & present  # one pass over the messages
+    n_present = present.sum(-1)
+    decided = 2 * agree_g.sum(-1) > n_present
+    tolerance = torch.zeros_like(decided)
+
+    undecided = torch.nonzero(~decided & (n_present > 0))
+    for pos in undecided.tolist():
+        item = tuple(pos)
+        win, agr, ok, tol = _slow_group(xg[item], present[item], rtol)
+        cand[item] = win
+        agree_g[item] = agr
+        decided[item] = ok
+        tolerance[item] = tol
+
+    flat_win = torch.arange(cand.numel()) * r + cand.reshape(-1)
+    winners = row_ids[torch.arange(g), cand] if not lead else row_ids.expand(*lead, g, r).gather(-1, cand[..., None]).squeeze(-1)
+
+    agree = torch.zeros(*lead, n, dtype=torch.bool)
+    agree[..., row_ids.reshape(-1)] = (agree_g & decided[..., None]).reshape(*lead, g * r)
+    flagged: tuple[int, ...] = ()
+    if not lead:
+        bad = present & ~agree_g & decided[:, None]
+        flagged = tuple(sorted({int(i) for i in row_ids[bad].tolist()}))
+    info = {
+        "groups": g,
+        "group_size": r,
+        "undecided_groups": int((~decided).sum()),
+        "tolerance_groups": int(tolerance.sum()),
+        "slow_path_groups": int(undecided.shape[0]),
+        "vote_ms": (time.perf_counter() - t0) * 1e3,
+    }
+    return VoteResult(
+        rows=xg.reshape(-1, d),
+        flat_win=flat_win,
+        shape=(*lead, g, d),
+        kind=kind,
+        decided=decided,
+        winners=winners,
+        agree=agree,
+        tolerance=tolerance,
+        flagged=flagged,
+        info=info,
+    )
+
+
+class MajorityDecoder:
+    """Decoder for repetition codes: vote inside each group, then sum the groups' values.
+
+    ``decode(messages (n, d), missing=None)`` returns a :class:`DecodeResult` whose ``gradient`` is
+    ``Σ_j value_j`` over the k = n / r groups (the sum of the k partition gradients, in the messages'
+    dtype, summed in a fixed order so results are reproducible bit for bit), ``flagged`` the workers
+    whose message differs from their group's decision, and ``exact`` True when every group had a
+    majority. A group without one is reported in ``info["undecided"]``, never raised.
+    """
+
+    def __init__(self, n: int, group_size: int, rtol: float = 1e-5, seed: int | None = None):
+        if n % group_size:
+            raise ValueError(f"group_size r={group_size} must divide n={n}")
+        self.n = n
+        self.group_size = group_size
+        self.rtol = rtol
+        self._generator = torch.Generator()
+        if seed is None:
+            seed = int.from_bytes(np.random.bytes(8), "little") >> 1
+        self._generator.manual_seed(seed)
+
+    def decode(self, messages: Any, missing: Any = None) -> DecodeResult:
+        t0 = time.perf_counter()
+        xt, kind = as_torch(messages)
+        if xt.ndim != 2 or xt.shape[0] != self.n:
+            raise ValueError(f"messages must have shape (n={self.n}, d), got {tuple(xt.shape)}")
+        vote = majority_vote(xt, group_size=self.group_size, missing=missing, rtol=self.rtol, generator=self._generator)
+        grad = vote.value_sum()
+        undecided = torch.nonzero(~vote.decided).flatten().tolist()
+        info = dict(vote.info)
+        info.update(
+            undecided=undecided,
+            tolerance=torch.nonzero(vote.tolerance).flatten().tolist(),
+            winners=vote.winners.tolist(),
+            votes=vote.agree.reshape(-1, self.group_size).sum(-1).tolist(),
+            decode_ms=(time.perf_counter() - t0) * 1e3,
+        )
+        return DecodeResult(
+            gradient=kind.wrap(grad.numpy()) if not kind.torch else grad,
+            flagged=vote.flagged,
+            exact=not undecided,
+            info=info,
+        )
+
+
+__all__ = ["MajorityDecoder", "VoteResult", "majority_vote"]
