@@ -1,0 +1,575 @@
+"""ByzShield: file assignment from mutually orthogonal Latin squares (MOLS).
+
+Konstantinidis & Ramamoorthy, "ByzShield: An Efficient and Robust System for Distributed Training",
+MLSys 2021. With ``l`` a prime power and ``1 <= r <= l - 1``, the ``r`` Latin squares
+
+    L_a(i, j) = a * i + j   over GF(l),   a = 1, ..., r
+
+are mutually orthogonal. There are ``f = l**2`` files (data partitions) ``(i, j)`` and ``K = r * l``
+workers ``(a, v)``; worker ``(a, v)`` computes on every file with ``L_a(i, j) = v``. Hence each worker
+holds ``l`` files, each file goes to ``r`` workers (one per square), and two workers share at most one
+file (exactly one when they come from different squares, since ``(a - b) i = v - w`` has one root).
+
+The master votes per file among its ``r`` copies, then applies a robust rule over the ``f`` voted file
+gradients. An adversary controlling ``q`` workers corrupts a file when it holds at least
+``ceil(r / 2)`` of its copies; the figure of merit is the largest fraction of files an optimal
+placement corrupts, ``eps_hat(q)`` (:meth:`ByzShieldCode.max_distortion`), which the expansion of the
+MOLS graph keeps far below DETOX's repetition groups.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any
+
+import numpy as np
+
+from codedbft._arrays import as_numpy, missing_mask, nonfinite_rows
+from codedbft.decoders.base import DecodeResult
+from codedbft.encoders.base import Code
+
+# Exhaustive search over C(K, q) attacker sets is affordable up to this many workers (codes.md §3).
+EXHAUSTIVE_MAX_WORKERS = 25
+_CHUNK = 1 << 15  # attacker sets scored per matrix product: bounds memory to ~CHUNK * (K + f) floats
+
+
+# --------------------------------------------------------------------------------------------------
+# Finite-field arithmetic (tables only: galois stays out of every hot path)
+# --------------------------------------------------------------------------------------------------
+
+
+def _prime_power(l: int) -> tuple[int, int] | None:
+    """``(p, m)`` with ``l = p**m`` and p prime, or None; trial division is plenty for table sizes."""
+    if l < 2:
+        return None
+    p = next((d for d in range(2, math.isqrt(l) + 1) if l % d == 0), l)
+    m, rest = 0, l
+    while rest % p == 0:
+        rest //= p
+        m += 1
+    return (p, m) if rest == 1 else None
+
+
+@lru_cache(maxsize=None)
+def _field_tables(l: int) -> tuple[np.ndarray, np.ndarray]:
+    """Addition and multiplication tables ``(l, l)`` of GF(l) on its integer representation.
+
+    Prime fields use arithmetic mod l; only proper prime powers build a ``galois.GF`` (numba compiles
+    its kernels once per process and field, which costs seconds), and only here, once per ``l``.
+    """
+    pm = _prime_power(l)
+    if pm is None:
+        raise ValueError(f"l must be a prime or a prime power, got l={l}")
+    x = np.arange(l)
+    if pm[1] == 1:
+        return (x[:, None] + x[None, :]) % l, (x[:, None] * x[None, :]) % l
+    import galois
+
+    F = galois.GF(l)
+    a, b = F(np.repeat(x, l)), F(np.tile(x, l))
+    return (np.asarray(a + b, dtype=np.int64).reshape(l, l), np.asarray(a * b, dtype=np.int64).reshape(l, l))
+
+
+def mols(l: int, r: int) -> np.ndarray:
+    """The ``r`` Latin squares ``L_a(i, j) = a*i + j`` over GF(l), a = 1..r, as an int array (r, l, l).
+
+    Field elements are galois' integer representation, so ``a = 1..r`` are r distinct non-zero
+    elements, which is all orthogonality needs.
+    """
+    add, mul = _field_tables(l)
+    a = np.arange(1, r + 1)
+    return add[mul[a[:, None], np.arange(l)[None, :]][:, :, None], np.arange(l)[None, None, :]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimal attacks on an assignment: the distortion fraction eps_hat(q)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistortionInfo:
+    """The worst q-worker attack found on an assignment.
+
+    Attributes:
+        q: number of Byzantine workers.
+        fraction: ``files / k``: the distortion fraction eps_hat(q) (a lower bound on it when
+            ``method == "heuristic"``, the exact maximum when ``"exhaustive"``).
+        files: number of files whose majority the attack corrupts.
+        workers: the attacking worker ids, sorted.
+        method: ``"exhaustive"`` (all C(K, q) sets scored) or ``"heuristic"`` (greedy + local search).
+        upper_bound: a proven upper bound on the fraction (edge counting and the expander mixing
+            lemma on the worker-file incidence graph, see :func:`distortion_upper_bound`).
+        evaluated: attacker sets scored.
+        seconds: wall time of the search.
+    """
+
+    q: int
+    fraction: float
+    files: int
+    workers: tuple[int, ...]
+    method: str
+    upper_bound: float
+    evaluated: int
+    seconds: float
+
+
+def incidence_matrix(assignment: tuple[tuple[int, ...], ...], k: int) -> np.ndarray:
+    """0/1 float32 (n, k) matrix with ``W[w, x] = 1`` when worker w computes on partition x."""
+    W = np.zeros((len(assignment), k), dtype=np.float32)
+    for w, files in enumerate(assignment):
+        W[w, list(files)] = 1.0
+    return W
+
+
+def distortion_upper_bound(W: np.ndarray, q: int, threshold: int) -> int:
+    """Upper bound on the number of files ``q`` workers can hold ``>= threshold`` copies of.
+
+    Two bounds, the smaller is returned. Edge counting: the q workers hold at most ``sum`` of their
+    q largest degrees copies, and each corrupted file takes ``threshold`` of them. Spectral: for a
+    bipartite graph whose files all have r holders and workers all hold d_w files, the expander
+    mixing lemma bounds the edges between worker set S (|S| = q) and file set T (|T| = c) by
+    ``e(S, T) <= d_w q c / f + lam * sqrt(q (1 - q/K) c (1 - c/f))``, lam the second singular value of
+    W. A corrupted set has ``e(S, T) >= threshold * c``; with ``a = d_w q / f < threshold`` this gives
+
+        c <= lam^2 q (1 - q/K) / ((threshold - a)^2 + lam^2 q (1 - q/K) / f).
+
+    ByzShield (Sec. 4) bounds its distortion by the same expansion argument; for the MOLS graph
+    ``lam^2 = l``. The spectral bound is used only when the graph is biregular.
+    """
+    K, f = W.shape
+    deg = W.sum(axis=1)
+    counting = min(f, int(np.sort(deg)[::-1][:q].sum() // threshold))
+    col = W.sum(axis=0)
+    if q == 0 or not (np.all(deg == deg[0]) and np.all(col == col[0])) or q >= K:
+        return counting
+    sv = np.linalg.svd(W.astype(np.float64), compute_uv=False)
+    lam2 = float(sv[1] ** 2) if sv.size > 1 else 0.0
+    a = deg[0] * q / f
+    if a >= threshold:
+        return counting
+    num = lam2 * q * (1.0 - q / K)
+    spectral = num / ((threshold - a) ** 2 + num / f)
+    return min(counting, int(math.floor(spectral + 1e-9)))
+
+
+def _exhaustive(W: np.ndarray, q: int, threshold: int, cap: int) -> tuple[int, tuple[int, ...], int]:
+    """Score every q-subset of workers: chunks of subsets as 0/1 rows, times W, count columns >= t.
+
+    Stops early once a set reaches ``cap`` (a proven upper bound), since no set can do better.
+    """
+    K = W.shape[0]
+    combos = itertools.combinations(range(K), q)
+    best, best_set, evaluated = -1, (), 0
+    while True:
+        flat = np.fromiter(
+            itertools.chain.from_iterable(itertools.islice(combos, _CHUNK)), dtype=np.int64, count=-1
+        )
+        if flat.size == 0:
+            break
+        idx = flat.reshape(-1, q)
+        X = np.zeros((idx.shape[0], K), dtype=np.float32)
+        np.put_along_axis(X, idx, 1.0, axis=1)
+        scores = ((X @ W) >= threshold).sum(axis=1)
+        evaluated += idx.shape[0]
+        i = int(np.argmax(scores))
+        if scores[i] > best:
+            best, best_set = int(scores[i]), tuple(int(w) for w in idx[i])
+            if best >= cap:
+                break
+    return best, best_set, evaluated
+
+
+def _objective(counts: np.ndarray, threshold: int) -> np.ndarray:
+    """Lexicographic score of attacker sets from their per-file copy counts (..., f).
+
+    Primary: corrupted files. Secondary (scaled below one file): copies placed on not-yet-corrupted
+    files, capped at the threshold, which rewards progress towards new majorities and lets the local
+    search cross plateaus of the primary score.
+    """
+    corrupted = (counts >= threshold).sum(axis=-1)
+    progress = np.minimum(counts, threshold - 1).sum(axis=-1)
+    return corrupted * (counts.shape[-1] * threshold + 1) + progress
+
+
+def _heuristic(
+    W: np.ndarray, q: int, threshold: int, restarts: int, seed: int, cap: int
+) -> tuple[int, tuple[int, ...], int]:
+    """Greedy construction (randomised ties) then best-improvement swap search, several restarts.
+
+    Each swap round scores all q * (K - q) swaps at once from the current per-file counts; the
+    objective strictly increases, so each descent terminates.
+    """
+    K = W.shape[0]
+    rng = np.random.default_rng(seed)
+    best, best_set, evaluated = -1, (), 0
+    for _ in range(restarts):
+        inside = np.zeros(K, dtype=bool)
+        counts = np.zeros(W.shape[1], dtype=np.float32)
+        for _ in range(q):
+            cand = np.flatnonzero(~inside)
+            score = _objective(counts[None, :] + W[cand], threshold) + rng.random(cand.size) * 0.5
+            w = cand[int(np.argmax(score))]
+            inside[w] = True
+            counts += W[w]
+            evaluated += cand.size
+        current = _objective(counts, threshold)
+        while 0 < q < K:
+            ins, outs = np.flatnonzero(inside), np.flatnonzero(~inside)
+            trial = counts[None, None, :] - W[ins][:, None, :] + W[outs][None, :, :]
+            score = _objective(trial, threshold)
+            evaluated += score.size
+            u, v = np.unravel_index(int(np.argmax(score)), score.shape)
+            if score[u, v] <= current:
+                break
+            inside[ins[u]], inside[outs[v]] = False, True
+            counts = trial[u, v]
+            current = score[u, v]
+        corrupted = int((counts >= threshold).sum())
+        if corrupted > best:
+            best, best_set = corrupted, tuple(int(w) for w in np.flatnonzero(inside))
+            if best >= cap:
+                break
+    return best, best_set, evaluated
+
+
+def optimal_attack(
+    W: np.ndarray,
+    q: int,
+    threshold: int,
+    *,
+    method: str = "auto",
+    restarts: int = 32,
+    seed: int = 0,
+) -> DistortionInfo:
+    """Worst placement of ``q`` Byzantine workers on an assignment given by its incidence ``W`` (K, f).
+
+    A file is corrupted when the attackers hold at least ``threshold`` of its copies (``ceil(r/2)``:
+    the honest copies then have no strict majority). ``method="auto"`` searches exhaustively when
+    ``K <= 25`` (codes.md §3: this reproduced the ByzShield paper's table exactly) and otherwise runs
+    the greedy + local-search heuristic, whose result is a lower bound on the optimum; the
+    :class:`DistortionInfo` says which, and carries a proven upper bound.
+    """
+    K, f = W.shape
+    if not 0 <= q <= K:
+        raise ValueError(f"q must satisfy 0 <= q <= K={K}, got q={q}")
+    if threshold < 1:
+        raise ValueError(f"threshold must be >= 1, got {threshold}")
+    if method == "auto":
+        method = "exhaustive" if K <= EXHAUSTIVE_MAX_WORKERS else "heuristic"
+    if method not in ("exhaustive", "heuristic"):
+        raise ValueError(f"method must be 'auto', 'exhaustive' or 'heuristic', got {method!r}")
+    cap = distortion_upper_bound(W, q, threshold)
+    start = time.perf_counter()
+    if q == 0:
+        files, workers, evaluated = 0, (), 1
+    elif method == "exhaustive":
+        files, workers, evaluated = _exhaustive(W, q, threshold, cap)
+    else:
+        files, workers, evaluated = _heuristic(W, q, threshold, restarts, seed, cap)
+    return DistortionInfo(
+        q=q,
+        fraction=files / f,
+        files=files,
+        workers=workers,
+        method=method,
+        upper_bound=cap / f,
+        evaluated=evaluated,
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The code
+# --------------------------------------------------------------------------------------------------
+
+
+class ByzShieldCode(Code):
+    """ByzShield's MOLS assignment (Konstantinidis & Ramamoorthy, MLSys 2021): K = r*l workers, l**2 files.
+
+    Args:
+        l: order of the Latin squares; a prime or a prime power (GF(l) is built with galois, lazily,
+            only for proper prime powers such as 4, 8, 9).
+        r: number of squares = copies of each file, ``1 <= r <= l - 1``. Odd r avoids ties in the vote.
+        aggregator: robust rule over the voted file gradients: a name for
+            ``codedbft.aggregators.by_name(name, f=...)`` or a callable ``(m, d) tensor -> (d,)``.
+        q: the number of Byzantine workers the decoder is sized for (default ``s``). The robust rule
+            is built with ``f = files an optimal q-attack corrupts`` (:meth:`max_distortion`), and the
+            decoder certifies a result as exact only when no placement of at most q liars consistent
+            with the observed votes can have corrupted a file.
+
+    Attributes (the :class:`Code` contract):
+        n: ``K = r * l`` workers; worker ``(a, v)`` has id ``(a - 1) * l + v``.
+        k: ``l**2`` files; file ``(i, j)`` has id ``i * l + j``.
+        s: ``(r - 1) // 2``: the largest number of Byzantine workers that can corrupt no file wherever
+            they sit (each file keeps a strict honest majority), so that decoding is exact. This is the
+            Code contract's meaning of s. Beyond it ByzShield degrades gracefully: the robust rule
+            over files tolerates q Byzantine workers while ``max_distortion(q)[0] < 1/2`` (for l = 5,
+            r = 3 up to q = 6, see :meth:`max_tolerated`).
+        redundancy: ``r``, the number of copies of each file, i.e. the computation per worker
+            relative to splitting the data without redundancy (each worker holds l of the l**2 files
+            = 1/l of the data, versus 1/K). Note: this is not the base class' "mean partitions per
+            worker" (which is l here); it matches the replication factor the papers report.
+    """
+
+    def __init__(
+        self,
+        l: int,
+        r: int,
+        *,
+        aggregator: str | Callable[[Any], Any] = "median",
+        q: int | None = None,
+    ) -> None:
+        l, r = int(l), int(r)
+        if _prime_power(l) is None:
+            raise ValueError(f"l must be a prime or a prime power (got l={l})")
+        if not 1 <= r <= l - 1:
+            raise ValueError(f"r must satisfy 1 <= r <= l-1 (got r={r}, l={l})")
+        self.l, self.r = l, r
+        self.n, self.k = r * l, l * l
+        self.s = (r - 1) // 2
+        self.threshold = (r + 1) // 2  # ceil(r/2) attacker copies leave no honest strict majority
+        if q is None:
+            q = self.s
+        if not 0 <= q <= self.n:
+            raise ValueError(f"q must satisfy 0 <= q <= n={self.n}, got q={q}")
+        self.q = int(q)
+        self.aggregator = aggregator
+        self._distortion: dict[tuple[int, str], DistortionInfo] = {}
+
+    # ---- structure -------------------------------------------------------------------------------
+
+    @cached_property
+    def _files(self) -> np.ndarray:
+        """Int (n, l): the sorted file ids of each worker (row w is ``assignment[w]``)."""
+        L = mols(self.l, self.r)  # (r, l, l): value v of square a at file (i, j)
+        a, i, j = np.indices(L.shape)
+        worker = a * self.l + L
+        files = np.empty((self.n, self.l), dtype=np.int64)
+        # For a fixed worker the square value fixes j given i, so ordering by (worker, i) lists each
+        # worker's files in increasing id i*l + j.
+        order = np.lexsort((i.ravel(), worker.ravel()))
+        files[:] = (i * self.l + j).ravel()[order].reshape(self.n, self.l)
+        return files
+
+    @cached_property
+    def assignment(self) -> tuple[tuple[int, ...], ...]:
+        """Tuple of n tuples: worker ``(a, v)`` holds the l files ``(i, j)`` with ``a*i + j = v``."""
+        return tuple(tuple(int(x) for x in row) for row in self._files)
+
+    @cached_property
+    def file_rows(self) -> np.ndarray:
+        """Int (k, r): for each file, the message rows ``w * l + position`` holding its copies."""
+        rows = np.arange(self.n * self.l).reshape(self.n, self.l)
+        order = np.argsort(self._files.ravel(), kind="stable")
+        return rows.ravel()[order].reshape(self.k, self.r)
+
+    @cached_property
+    def incidence(self) -> np.ndarray:
+        """0/1 float32 (n, k): ``W[w, x] = 1`` when worker w holds file x."""
+        return incidence_matrix(self.assignment, self.k)
+
+    @property
+    def redundancy(self) -> float:
+        """Copies of each file, r (computation relative to no redundancy; see the class docstring)."""
+        return float(self.r)
+
+    # ---- worst-case attacks ----------------------------------------------------------------------
+
+    def max_distortion_info(self, q: int, method: str = "auto") -> DistortionInfo:
+        """The optimal q-worker attack and how it was found (exhaustive for K <= 25, else heuristic).
+
+        Cached per (q, method). See :func:`optimal_attack`.
+        """
+        key = (int(q), method)
+        info = self._distortion.get(key)
+        if info is None:
+            info = self._distortion[key] = optimal_attack(self.incidence, int(q), self.threshold, method=method)
+        return info
+
+    def max_distortion(self, q: int) -> tuple[float, tuple[int, ...]]:
+        """(eps_hat(q), worker ids): the largest fraction of files q Byzantine workers can corrupt.
+
+        ByzShield's figure of merit; for l = 5, r = 3 and q = 2..7 it is 0.04, 0.12, 0.20, 0.32, 0.48,
+        0.56 (DETOX's groups with K = 15: 0.2, 0.2, 0.4, 0.4, 0.6, 0.6). Exact for K <= 25; beyond, a
+        heuristic lower bound (``max_distortion_info(q).method`` says which).
+        """
+        info = self.max_distortion_info(q)
+        return info.fraction, info.workers
+
+    def max_tolerated(self) -> int:
+        """Largest q whose optimal attack corrupts fewer than half of the files (median stays honest)."""
+        q = 0
+        while q < self.n and self.max_distortion(q + 1)[0] < 0.5:
+            q += 1
+        return q
+
+    # ---- encode / decode -------------------------------------------------------------------------
+
+    def encode(self, G: Any) -> Any:
+        """Honest messages for file gradients G (k, d): returns (n, l, d), one gradient per held file.
+
+        ``out[w, p] = G[assignment[w][p]]``: ByzShield workers send each file's gradient separately
+        (the master votes per file), so the messages are not one linear combination per worker and
+        the code has no ``B``.
+        """
+        arr, kind = as_numpy(G)
+        if arr.ndim != 2 or arr.shape[0] != self.k:
+            raise ValueError(f"G must have shape (k={self.k}, d), got {arr.shape}")
+        return kind.wrap(arr[self._files])
+
+    def _build_decoder(self) -> ByzShieldDecoder:
+        if self.q <= self.s:
+            f = 0  # no placement of q <= s workers wins a file
+        else:
+            f = self.max_distortion_info(self.q).files
+        agg = self.aggregator
+        if isinstance(agg, str):
+            from codedbft.aggregators import by_name
+
+            agg = by_name(agg, f=f)
+        return ByzShieldDecoder(self, agg, f)
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoder: vote per file, certify, robust rule over files
+# --------------------------------------------------------------------------------------------------
+
+
+def _alternative_exists(
+    major: np.ndarray, dissent: np.ndarray, known: np.ndarray, q: int, max_nodes: int
+) -> bool | None:
+    """Could at most q liars, consistent with the votes, have won some file's majority?
+
+    ``major``/``dissent``: bool (k, n), the present holders of each file agreeing with / dissenting
+    from its decided majority; ``known``: bool (n,), workers certainly Byzantine (non-finite copies).
+    Honest copies of a file are identical, so a liar set B is consistent when, in every file, the
+    holders outside B all sit on one side. A file's majority is wrong only if all its holders are in
+    B. Depth-first search over the side each inconsistent file keeps honest; every branch adds a
+    worker, so the depth is at most q. Returns True/False, or None when ``max_nodes`` ran out.
+    """
+    nodes = 0
+
+    def extend(B: np.ndarray) -> bool | None:
+        nonlocal nodes
+        nodes += 1
+        if nodes > max_nodes:
+            return None
+        out = ~B
+        bad = np.flatnonzero((major & out).any(axis=1) & (dissent & out).any(axis=1))
+        if bad.size == 0:
+            return True
+        y = bad[0]
+        undecided = False
+        for side in (major[y], dissent[y]):
+            B2 = B | side
+            if B2.sum() <= q:
+                found = extend(B2)
+                if found:
+                    return True
+                undecided |= found is None
+        return None if undecided else False
+
+    undecided = False
+    sizes = (major | known).sum(axis=1)
+    for x in np.flatnonzero(sizes <= q):
+        found = extend(major[x] | known)
+        if found:
+            return True
+        undecided |= found is None
+    return None if undecided else False
+
+
+class ByzShieldDecoder:
+    """Majority vote per file among its r copies, then a robust rule over the k voted files.
+
+    ``decode(messages, missing=None)`` takes the (n, l, d) messages of :meth:`ByzShieldCode.encode`
+    (row ``[w, p]`` is worker w's gradient for file ``assignment[w][p]``). Copies from missing
+    workers and copies holding NaN/Inf are erased before the vote (a non-finite copy also flags its
+    worker). Then:
+
+    * certified (every file decided and no consistent placement of at most ``code.q`` liars can have
+      won a majority): ``gradient = sum_x v_x`` of the voted file gradients, accumulated in float64,
+      ``exact=True``.
+    * otherwise: ``gradient = k * agg(V)``, V the decided files' voted gradients, stacked (m, d):
+      the robust rule estimates the mean file gradient, scaled to the SUM of the k files.
+      ``exact=False``. With no decided file at all the gradient is zero (the step is skipped).
+
+    ``flagged`` are the workers with a copy that differs from a decided file's majority, plus the
+    senders of non-finite copies.
+    """
+
+    def __init__(self, code: ByzShieldCode, aggregator: Callable[[Any], Any], f: int) -> None:
+        self.code, self.aggregator, self.f = code, aggregator, f
+        self.max_nodes = 100_000
+
+    def decode(self, messages: Any, missing: Any = None) -> DecodeResult:
+        from codedbft.decoders.majority import majority_vote
+
+        code = self.code
+        arr, kind = as_numpy(messages)
+        if arr.ndim != 3 or arr.shape[:2] != (code.n, code.l):
+            raise ValueError(f"messages must have shape (n={code.n}, l={code.l}, d), got {arr.shape}")
+        d = arr.shape[2]
+        rows = arr.reshape(code.n * code.l, d)  # a view: one row per (worker, held file)
+        worker_of_row = np.repeat(np.arange(code.n), code.l)
+
+        erased_workers = missing_mask(missing, code.n)
+        live = ~erased_workers[worker_of_row]
+        nonfinite = nonfinite_rows(rows) & live
+        present = live & ~nonfinite
+
+        fr = code.file_rows  # (k, r)
+        groups = [g[present[g]] for g in fr]
+        vote = majority_vote(rows, groups=[g.tolist() for g in groups])
+        decided = np.asarray(vote.decided, dtype=bool)
+        agree = np.asarray(vote.agree, dtype=bool)
+
+        # Per-file holder sides, as (k, n) masks over workers.
+        w_of = worker_of_row[fr]
+        pres = present[fr]
+        agr = agree[fr] & pres
+        dis = pres & ~agree[fr] & decided[:, None]
+        major = np.zeros((code.k, code.n), dtype=bool)
+        dissent = np.zeros((code.k, code.n), dtype=bool)
+        np.put_along_axis(major, w_of, agr, axis=1)
+        np.put_along_axis(dissent, w_of, dis, axis=1)
+        known = np.zeros(code.n, dtype=bool)
+        known[worker_of_row[nonfinite]] = True
+        flagged_mask = dissent.any(axis=0) | known
+        flagged = tuple(int(w) for w in np.flatnonzero(flagged_mask))
+
+        certified: bool | None = bool(decided.all()) and int(flagged_mask.sum()) <= code.q
+        if certified:
+            alt = _alternative_exists(major, dissent, known, code.q, self.max_nodes)
+            certified = alt is False
+        values = np.asarray(vote.values)
+        if certified:
+            gradient = values.sum(axis=0, dtype=np.float64).astype(np.result_type(rows.dtype, np.float32))
+        elif decided.any():
+            import torch
+
+            V = torch.from_numpy(np.ascontiguousarray(values[decided]))
+            est = self.aggregator(V)
+            est = est.detach().cpu().numpy() if hasattr(est, "detach") else np.asarray(est)
+            gradient = est * code.k
+        else:
+            gradient = np.zeros(d, dtype=np.result_type(rows.dtype, np.float32))
+
+        info = {
+            "decided": decided,
+            "votes": agr.sum(axis=1),
+            "copies": pres.sum(axis=1),
+            "undecided_files": int((~decided).sum()),
+            "erased_workers": int(erased_workers.sum()),
+            "nonfinite_copies": int(nonfinite.sum()),
+            "certified": bool(certified),
+            "aggregated": not certified and bool(decided.any()),
+            "q": code.q,
+            "f": self.f,
+        }
+        return DecodeResult(gradient=kind.wrap(gradient), flagged=flagged, exact=bool(certified), info=info)
