@@ -1,0 +1,209 @@
+"""The attack contract: what a Byzantine worker sees (:class:`AttackContext`) and sends (:class:`Attack`).
+
+Definitions follow ``reference/aggregators.md`` (attacks section). Conventions: ``n = h + b`` workers,
+``h`` honest and ``b`` Byzantine (``f = b`` in the papers' formulas); standard deviations are population
+ones (ddof = 0); every random draw comes from ``ctx.generator`` so an attack is reproducible from the
+generator's seed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+
+
+def step_generator(seed: int, step: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator seeded from ``(seed, step)`` only.
+
+    The draws of step t then do not depend on how many numbers earlier steps consumed, so a run resumed
+    from a checkpoint at step t attacks exactly as the uninterrupted run did (DESIGN.md: resume gives
+    the same result). ``numpy.random.SeedSequence`` mixes the pair so that nearby seeds and steps give
+    unrelated streams.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(step)]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) & 0x7FFFFFFFFFFFFFFF)
+
+
+@dataclass
+class AttackContext:
+    """What the Byzantine workers know at one step.
+
+    Attributes:
+        step: the training step (iteration) index.
+        true_gradient: (d,) the honest aggregate the master would compute: the mean of the honest
+            messages unless the scheme says sum. Omniscient attacks use it; None means "the mean of
+            ``honest``" for the attacks that need it.
+        own: (b, d) the Byzantine workers' own honest messages, row i for ``byzantine_ids[i]`` (what
+            sign-flip, bit-flip, gambler and label-flip start from).
+        assignment: the code's assignment (tuple of n tuples of partition ids), or None.
+        n: total number of workers; None means ``h + b``.
+        generator: the seeded source of every random draw (see :func:`step_generator`).
+    """
+
+    step: int = 0
+    true_gradient: torch.Tensor | None = None
+    own: torch.Tensor | None = None
+    assignment: tuple[tuple[int, ...], ...] | None = None
+    n: int | None = None
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+
+    @classmethod
+    def build(
+        cls,
+        honest: torch.Tensor,
+        byzantine_ids: Sequence[int],
+        *,
+        step: int = 0,
+        seed: int = 0,
+        own: torch.Tensor | None = None,
+        assignment: tuple[tuple[int, ...], ...] | None = None,
+        n: int | None = None,
+        true_gradient: torch.Tensor | None = None,
+    ) -> AttackContext:
+        """A context with the defaults filled in: the mean of ``honest`` as the true gradient,
+        ``n = h + b``, and the generator :func:`step_generator(seed, step) <step_generator>`."""
+        if true_gradient is None and honest.shape[0] > 0:
+            true_gradient = honest.mean(dim=0)
+        return cls(
+            step=step,
+            true_gradient=true_gradient,
+            own=own,
+            assignment=assignment,
+            n=honest.shape[0] + len(byzantine_ids) if n is None else n,
+            generator=step_generator(seed, step),
+        )
+
+
+class Attack(ABC):
+    """What the Byzantine workers send: ``attack(honest, byzantine_ids, ctx) -> (b, d)``.
+
+    Row i of the result is the message of worker ``byzantine_ids[i]``; it has the honest messages'
+    dtype and device. Subclasses implement :meth:`_forge`; :meth:`__call__` validates the inputs and
+    handles ``b = 0``. Attacks never crash on non-finite or zero honest messages: the forged rows then
+    carry NaN/Inf or zeros, which the decoders and aggregators downstream handle and count.
+
+    Class attributes:
+        name: the registry name (``by_name(name)``).
+        data_level: True for data-poisoning attacks (label-flip) whose effect comes from the worker's
+            own computation; :class:`~codedbft.attacks.mixed.Mixed` never draws them.
+    """
+
+    name: ClassVar[str]
+    data_level: ClassVar[bool] = False
+
+    def __call__(self, honest: Any, byzantine_ids: Iterable[int], ctx: AttackContext) -> torch.Tensor:
+        honest = torch.as_tensor(honest)
+        if honest.ndim != 2:
+            raise ValueError(f"honest must have shape (h, d), got {tuple(honest.shape)}")
+        ids = tuple(int(i) for i in byzantine_ids)
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"byzantine_ids must be distinct, got {ids}")
+        if ctx.n is not None and any(not 0 <= i < ctx.n for i in ids):
+            raise ValueError(f"byzantine_ids must be in [0, n={ctx.n}), got {ids}")
+        if ctx.own is not None and tuple(ctx.own.shape) != (len(ids), honest.shape[1]):
+            raise ValueError(f"ctx.own must have shape (b={len(ids)}, d={honest.shape[1]}), got {tuple(ctx.own.shape)}")
+        if not ids:
+            return honest.new_empty((0, honest.shape[1]))
+        self.check(honest.shape[0] + len(ids) if ctx.n is None else ctx.n, honest.shape[0])
+        out = self._forge(honest, ids, ctx)
+        return out.to(dtype=honest.dtype, device=honest.device)
+
+    def check(self, n: int, h: int) -> None:
+        """Raise ValueError when the attack cannot run with n workers, h of them honest (default: it can).
+
+        Called before every forge, so a configuration error surfaces on the first step, not only on
+        the steps where a random choice (``mixed``) happens to pick this attack.
+        """
+
+    @abstractmethod
+    def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
+        """The (b, d) forged messages for ``b = len(ids) >= 1`` Byzantine workers."""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+# --- shared helpers -------------------------------------------------------------------------------
+
+
+def own_messages(ctx: AttackContext, attack: str) -> torch.Tensor:
+    """``ctx.own``, or a ValueError naming the attack that needs it."""
+    if ctx.own is None:
+        raise ValueError(f"{attack} needs ctx.own, the Byzantine workers' own honest messages (b, d)")
+    return ctx.own
+
+
+def honest_mean(honest: torch.Tensor, attack: str) -> torch.Tensor:
+    """Mean of the honest messages (d,); needs h >= 1."""
+    if honest.shape[0] == 0:
+        raise ValueError(f"{attack} needs h >= 1 honest messages")
+    return honest.mean(dim=0)
+
+
+def float_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype random draws are made in: the messages' own when floating, else float32."""
+    return like.dtype if like.is_floating_point() else torch.float32
+
+
+def draw_mask(shape: tuple[int, ...], p: float, ctx: AttackContext, like: torch.Tensor) -> torch.Tensor:
+    """Bool mask of ``shape``, each entry True with probability ``p``, from ``ctx.generator``.
+
+    Drawn in float32 on the generator's device whatever the messages' dtype and device, so that the
+    same seed picks the same coordinates for float32 and float64 messages, on CPU or GPU.
+    """
+    g = ctx.generator
+    return (torch.rand(shape, generator=g, device=g.device, dtype=torch.float32) < p).to(like.device)
+
+
+def draw_normal(shape: tuple[int, ...], ctx: AttackContext, like: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) of ``shape`` from ``ctx.generator`` on the generator's device, moved to ``like``'s device."""
+    g = ctx.generator
+    return torch.randn(shape, generator=g, device=g.device, dtype=float_dtype(like)).to(like.device)
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Attack]] = {}
+A = TypeVar("A", bound=type[Attack])
+
+
+def register(cls: A) -> A:
+    """Class decorator: make ``cls`` available as ``by_name(cls.name)``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"attack name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def available(*, message_level: bool = False) -> tuple[str, ...]:
+    """Names of the registered attacks, sorted; ``message_level=True`` leaves out data attacks."""
+    return tuple(sorted(k for k, c in _REGISTRY.items() if not (message_level and c.data_level)))
+
+
+def by_name(name: str, **params: Any) -> Attack:
+    """Build an attack from its name (``"sign-flip"`` or ``"sign_flip"``) and keyword parameters."""
+    key = _canonical(name)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown attack {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[key](**params)
+
+
+def check_finite(value: float, what: str) -> float:
+    """``float(value)`` or a ValueError when it is NaN/Inf (a bad configuration)."""
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return v
+

@@ -1,0 +1,153 @@
+"""Local attacks: the Byzantine worker knows only its own data and gradient (no honest messages).
+
+gaussian (Blanchard et al. 2017), sign-flip and bit-flip (survey, attacks section), constant (ByGARS),
+gambler (survey, after Damaskinos et al.) and label-flip (ByGARS data poisoning), as defined in
+``reference/aggregators.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from codedbft._arrays import is_torch
+from codedbft.attacks.base import (
+    Attack,
+    AttackContext,
+    check_finite,
+    draw_mask,
+    draw_normal,
+    own_messages,
+    register,
+)
+
+
+def _check_probability(p: float, what: str) -> float:
+    p = check_finite(p, what)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1], got {p}")
+    return p
+
+
+@register
+class Gaussian(Attack):
+    """Each Byzantine worker sends an independent draw of N(0, σ² I), σ default 200 (Blanchard et al.)."""
+
+    name = "gaussian"
+
+    def __init__(self, sigma: float = 200.0) -> None:
+        self.sigma = check_finite(sigma, "sigma")
+        if self.sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+
+    def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
+        return draw_normal((len(ids), honest.shape[1]), ctx, honest).mul_(self.sigma)
+
+
+@register
+class SignFlip(Attack):
+    """−c · (own honest gradient), c default 1 (4 and 10 also appear in the papers)."""
+
+    name = "sign-flip"
+
+    def __init__(self, c: float = 1.0) -> None:
+        self.c = check_finite(c, "c")
+
+    def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
+        return own_messages(ctx, self.name) * (-self.c)
+
+
+# The sign bit is the top bit of the integer type of the same width; XOR with the type's minimum
+# (only the top bit set) flips it and nothing else, NaN payloads and signed zeros included.
+_SIGN_BIT: dict[torch.dtype, tuple[torch.dtype, int]] = {
+    torch.float64: (torch.int64, -(2**63)),
+    torch.float32: (torch.int32, -(2**31)),
+    torch.float16: (torch.int16, -(2**15)),
+    torch.bfloat16: (torch.int16, -(2**15)),
+}
+
+
+@register
+class BitFlip(Attack):
+    """The own honest gradient with the IEEE-754 sign bit of a random subset of coordinates flipped.
+
+    Each coordinate of each Byzantine row is flipped independently with probability ``fraction``
+    (default 1: every coordinate, i.e. ``−own`` bit for bit). The flip is an integer XOR on the bit
+    pattern, so exactly the chosen sign bits change (survey, attacks section).
+    """
+
+    name = "bit-flip"
+
+    def __init__(self, fraction: float = 1.0) -> None:
+        self.fraction = _check_probability(fraction, "fraction")
+
+    def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
+        own = own_messages(ctx, self.name)
+        if own.dtype not in _SIGN_BIT:
+            raise ValueError(f"bit-flip needs float16/bfloat16/float32/float64 messages, got {own.dtype}")
+        int_dtype, sign = _SIGN_BIT[own.dtype]
+        bits = own.view(int_dtype)
+        if self.fraction == 1.0:
+            return (bits ^ sign).view(own.dtype)
+        mask = draw_mask(tuple(own.shape), self.fraction, ctx, own)
+        return torch.where(mask, bits ^ sign, bits).view(own.dtype)
+
+
+@register
+class Constant(Attack):
+    """The constant vector c · 1 (ByGARS); c default 100 (a project choice: the sources fix no value)."""
+
+    name = "constant"
+
+    def __init__(self, c: float = 100.0) -> None:
+        self.c = check_finite(c, "c")
+
+    def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
+        return torch.full((len(ids), honest.shape[1]), self.c, dtype=honest.dtype, device=honest.device)
+
+
+@register
+class Gambler(Attack):
+    """The own honest gradient, each coordinate replaced with probability p (default 0.001) by a huge
+    value (default 1e6) (survey, after Damaskinos et al.). In float16 the default magnitude is Inf."""
+
+    name = "gambler"
+
+    def __init__(self, p: float = 0.001, magnitude: float = 1e6) -> None:
+        self.p = _check_probability(p, "p")
+        self.magnitude = check_finite(magnitude, "magnitude")
+
+    def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
+        own = own_messages(ctx, self.name)
+        return own.masked_fill(draw_mask(tuple(own.shape), self.p, ctx, own), self.magnitude)
+
+
+@register
+class LabelFlip(Attack):
+    """Data poisoning (ByGARS): the worker trains on labels mapped y -> C − 1 − y.
+
+    The poisoned gradient comes from the worker's own computation: the worker calls
+    :meth:`flip_labels` on its batch labels before the forward pass, and ``ctx.own`` then already
+    holds that poisoned gradient. At the message level the attack therefore sends ``ctx.own``
+    unchanged. :class:`~codedbft.attacks.mixed.Mixed` never draws it (``data_level``).
+    """
+
+    name = "label-flip"
+    data_level = True
+
+    @staticmethod
+    def flip_labels(y: Any, num_classes: int) -> Any:
+        """``num_classes − 1 − y`` (numpy array or torch tensor of integer labels in [0, num_classes))."""
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not is_torch(y):
+            y = np.asarray(y)
+        size = y.numel() if is_torch(y) else y.size
+        if size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"labels must be in [0, num_classes={num_classes})")
+        return (num_classes - 1) - y
+
+    def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
+        return own_messages(ctx, self.name)
