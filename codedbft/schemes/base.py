@@ -1,0 +1,242 @@
+"""The Scheme contract: what the runtime asks a scheme, round by round, within one training step.
+
+A step is a small conversation between the master and the scheme (a generator, see
+:meth:`Scheme.protocol`):
+
+1. the scheme yields an :class:`Order` (which worker computes which partitions, and whether its
+   message is a combination ``(d,)`` or the raw stack ``(p, d)``);
+2. the runtime has the workers run it (Byzantine workers replace their messages by the attack's),
+   validates every reply and sends back :class:`Replies` (a fixed-order stack plus the missing mask);
+3. the scheme either yields another :class:`Order` (interactive schemes, RRR-BFT: more copies of the
+   partitions whose replies disagreed, within the same step) or returns a :class:`SchemeResult`
+   whose ``gradient`` is the MEAN partition gradient (decoders return the sum of the k partition
+   gradients; dividing by k makes every scheme train at the same scale).
+
+Extension points:
+
+* *stacked messages* (ByzShield sends one gradient per assigned file): set ``Order.stacked`` so the
+  worker sends its ``(p, d)`` partition gradients; the scheme's decoder sees an ``(n, p, d)`` stack.
+* *interactive schemes* (RRR-BFT): override :meth:`Scheme.protocol` and yield more orders; the
+  runtime runs them on either backend exactly like the first one, and the scheme reports
+  ``computed``/``useful`` gradient counts for the computation-efficiency metric.
+* *data-encoding schemes* (workers compute on encoded data blocks, Data-Song-Diggavi): override
+  :meth:`Scheme.worker_data` to give each worker its encoded block and :meth:`Scheme.combine` to
+  turn the block's gradient into the message; the partitions of an order are then block ids.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from codedbft.encoders.base import Code
+from codedbft.schemes.config import SchemeConfig
+
+
+@dataclass(frozen=True)
+class Order:
+    """One round of work: ``tasks[worker]`` is the tuple of partition ids that worker computes.
+
+    ``stacked`` False: the worker sends ``scheme.combine(worker, partitions, grads)``, a ``(d,)``
+    vector; True: it sends its raw ``(p, d)`` partition gradients (every task of a stacked order
+    has the same length p).
+    """
+
+    tasks: Mapping[int, tuple[int, ...]]
+    stacked: bool = False
+
+    @property
+    def workers(self) -> tuple[int, ...]:
+        """Worker ids in increasing order: the fixed order of the reply stack."""
+        return tuple(sorted(self.tasks))
+
+    @property
+    def gradients(self) -> int:
+        """Partition gradients this order makes the workers compute."""
+        return sum(len(p) for p in self.tasks.values())
+
+
+@dataclass(frozen=True)
+class Replies:
+    """The validated replies to an :class:`Order`, in the order's fixed worker order.
+
+    Attributes:
+        workers: worker ids, increasing (row i of ``messages`` is worker ``workers[i]``).
+        messages: ``(len(workers), d)`` or ``(len(workers), p, d)``; rows of missing workers hold
+            zeros (never read by the decoders, which treat them as erasures).
+        missing: bool ``(len(workers),)``: no reply, a late reply, or an invalid one (wrong shape or
+            dtype, NaN or Inf); invalid ones are also in ``invalid``.
+        invalid: worker ids whose reply failed validation (certainly faulty; reported as flagged).
+    """
+
+    workers: tuple[int, ...]
+    messages: torch.Tensor
+    missing: np.ndarray
+    invalid: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchemeResult:
+    """What a scheme made of one step's replies.
+
+    Attributes:
+        gradient: ``(d,)`` float tensor, the MEAN partition gradient (what the optimizer steps on).
+        flagged: sorted worker ids judged Byzantine this step (decoder flags and invalid replies).
+        exact: True when the code certified that ``gradient`` is the true mean.
+        info: diagnostics (decode_ms, aggregate_ms, undecided groups, ...).
+        computed: partition gradients the workers computed this step (all rounds).
+        useful: distinct partition gradients the step needed (k).
+    """
+
+    gradient: torch.Tensor
+    flagged: tuple[int, ...]
+    exact: bool
+    info: dict[str, Any] = field(default_factory=dict)
+    computed: int = 0
+    useful: int = 0
+
+
+def combine(coefs: Sequence[np.ndarray | None], grads: torch.Tensor) -> torch.Tensor:
+    """Messages ``(W, d)`` from partition gradients ``grads (W, p, d)`` and per-worker coefficients.
+
+    ``None`` coefficients mean "send the single gradient as is" (repetition, vanilla: no arithmetic).
+    Otherwise ``sum_j c_j g_j`` (the code's row ``B[i, A_i]``) accumulated sequentially over j with
+    elementwise operations only, so a worker alone (W = 1) and the batched simulator (W = n) produce
+    the same bits.
+    """
+    if all(c is None for c in coefs):
+        return grads[:, 0]
+    p = grads.shape[1]
+    C = torch.from_numpy(np.stack([np.ones(p) if c is None else np.asarray(c) for c in coefs]))
+    dtype = torch.promote_types(grads.dtype, C.dtype)
+    out = C[:, 0, None].to(dtype) * grads[:, 0].to(dtype)
+    for j in range(1, p):  # p <= 2s+1 partitions per worker
+        out += C[:, j, None].to(dtype) * grads[:, j].to(dtype)
+    return out
+
+
+class Scheme:
+    """An encoder + decoder + optional aggregator: everything the runtime knows about a method.
+
+    Subclasses set ``name``, ``n``, ``k``, ``assignment`` (and ``code`` when there is one) and
+    implement :meth:`decode`. The runtime calls only :meth:`protocol`, :meth:`combine`,
+    :meth:`message_shape`, :meth:`message_dtype`, :meth:`worker_data` and the isolation hooks.
+    """
+
+    name: str
+    config: SchemeConfig
+    n: int
+    k: int
+    code: Code | None = None
+    aggregator: Any = None
+    #: the runtime may stop asking a worker isolated after repeated flags (treated as an erasure).
+    supports_isolation: bool = True
+
+    @property
+    def assignment(self) -> tuple[tuple[int, ...], ...]:
+        """Partition ids each worker computes on (first round)."""
+        assert self.code is not None
+        return self.code.assignment
+
+    @property
+    def stacked(self) -> bool:
+        """True when a worker's first-round message is its raw ``(p, d)`` stack (ByzShield)."""
+        return False
+
+    # ---- worker side (runs inside the worker, on either backend) ---------------------------------
+    @property
+    def encoding_matrix(self) -> np.ndarray | None:
+        """The code's ``(n, k)`` matrix B, computed once; None for schemes without a linear code."""
+        if "_B" not in self.__dict__:
+            try:
+                self.__dict__["_B"] = None if self.code is None else np.asarray(self.code.B)
+            except NotImplementedError:
+                self.__dict__["_B"] = None
+        return self.__dict__["_B"]
+
+    def coefficients(self, worker: int, partitions: Sequence[int]) -> np.ndarray | None:
+        """Coefficients ``B[worker, partitions]`` of the combination a worker sends; None: the single
+        gradient as is (no arithmetic, so repetition copies stay bitwise identical)."""
+        B = self.encoding_matrix
+        if B is None:
+            return None
+        c = B[worker, list(partitions)]
+        return None if len(partitions) == 1 and c[0] == 1 else c
+
+    def combine(self, workers: Sequence[int], partitions: Sequence[Sequence[int]], grads: torch.Tensor) -> torch.Tensor:
+        """Messages of ``workers`` from their partition gradients ``grads (W, p, d)`` -> ``(W, d)``."""
+        return combine([self.coefficients(w, p) for w, p in zip(workers, partitions)], grads)
+
+    def message_shape(self, d: int, partitions: int = 1, stacked: bool = False) -> tuple[int, ...]:
+        """Shape of one worker's message for a task of ``partitions`` partitions."""
+        return (partitions, d) if stacked else (d,)
+
+    def message_dtype(self, grad_dtype: torch.dtype) -> torch.dtype:
+        """Dtype of the messages when gradients have ``grad_dtype`` (complex for complex codes)."""
+        B = self.encoding_matrix
+        if B is None or np.all(np.isin(B, (0.0, 1.0))):
+            return grad_dtype
+        if np.iscomplexobj(B) and np.any(np.imag(B)):
+            return torch.promote_types(grad_dtype, torch.complex128)
+        return torch.promote_types(grad_dtype, torch.from_numpy(B[:1, :1]).dtype)
+
+    def worker_data(self, worker: int) -> Any:
+        """Extension point for data-encoding schemes: the encoded data block a worker stores (None)."""
+        return None
+
+    # ---- master side -----------------------------------------------------------------------------
+    def first_order(self, active: Sequence[bool] | None = None) -> Order:
+        """The first round: every active worker computes its assigned partitions."""
+        act = np.ones(self.n, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        return Order({i: tuple(self.assignment[i]) for i in range(self.n) if act[i]}, stacked=self.stacked)
+
+    def protocol(self, step: int, active: Sequence[bool] | None = None) -> Generator[Order, Replies, SchemeResult]:
+        """One step's conversation with the runtime (see the module docstring).
+
+        ``active`` (bool (n,)): workers still trusted; the others (isolated) are not asked and count
+        as erasures. The default is one round: the first order, then :meth:`decode`.
+        """
+        order = self.first_order(active)
+        replies = yield order
+        messages, missing = self._full(replies)
+        t0 = time.perf_counter()
+        res = self.decode(messages, missing)
+        flagged = tuple(sorted(set(res.flagged) | set(replies.invalid)))
+        info = {"decode_ms": (time.perf_counter() - t0) * 1e3, **res.info}
+        return SchemeResult(res.gradient, flagged, res.exact, info, computed=order.gradients, useful=self.k)
+
+    def _full(self, replies: Replies) -> tuple[torch.Tensor, np.ndarray]:
+        """The reply stack padded to all n workers (workers not asked are missing)."""
+        if replies.workers == tuple(range(self.n)):
+            return replies.messages, replies.missing
+        full = replies.messages.new_zeros((self.n, *replies.messages.shape[1:]))
+        missing = np.ones(self.n, dtype=bool)
+        idx = list(replies.workers)
+        if idx:
+            full[idx] = replies.messages
+            missing[idx] = replies.missing
+        return full, missing
+
+    def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
+        """Mean partition gradient from the ``(n, ...)`` first-round messages and the erasure mask."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint (stateful aggregators keep state on the object)."""
+        return {} if self.aggregator is None else {"aggregator": self.aggregator}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "aggregator" in state:
+            self.aggregator = state["aggregator"]
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for config.json and logs."""
+        return {"name": self.name, "n": self.n, "k": self.k, "code": repr(self.code) if self.code else None,
+                "aggregator": type(self.aggregator).__name__ if self.aggregator is not None else None}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, n={self.n}, k={self.k}, code={self.code!r})"

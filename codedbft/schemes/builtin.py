@@ -1,0 +1,133 @@
+"""The built-in schemes: vanilla data parallelism, DRACO (repetition and cyclic MDS) and DETOX.
+
+* ``vanilla``: k = n partitions, one per worker, no redundancy; a robust rule (default: mean) over
+  the n messages. The baseline every coded scheme is compared with.
+* ``draco-repetition`` (Chen et al., ICML 2018): ``RepetitionCode(n, s)``, groups of r = 2s+1,
+  majority vote, exact whenever 2e + m <= 2s in every group.
+* ``draco-cyclic`` (same paper, cyclic MDS code): ``CyclicMDSCode(n, s)``, k = n partitions, each
+  worker 2s+1 of them; exact whenever 2e + m <= 2s.
+* ``detox`` (Rajput et al., NeurIPS 2019): ``RepetitionCode(n, r=3)``, vote per group, bucket means
+  of the group outputs, then a robust rule over the buckets with f = floor(b / ceil(r/2)), the
+  number of groups the b Byzantine workers can win.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from codedbft.schemes.base import Scheme, SchemeResult
+from codedbft.schemes.config import SchemeConfig
+
+
+def _rule(name: str, params: Any, f: int) -> Any:
+    from codedbft.aggregators import by_name
+
+    kw = {"f": f, **dict(params)}
+    return by_name(name, **kw)
+
+
+def _real(g: Any) -> torch.Tensor:
+    g = g if isinstance(g, torch.Tensor) else torch.from_numpy(np.asarray(g))
+    return g.real if g.is_complex() else g
+
+
+class VanillaScheme(Scheme):
+    """No redundancy: worker i computes partition i; ``aggregator`` (default mean) over the messages.
+
+    Missing and invalid messages are dropped before the rule runs (a NaN row would poison the mean);
+    a rule that cannot run on what is left (too few rows for its n >= ... bound) gives a zero step,
+    reported as ``exact=False`` and ``info["skipped"]``.
+    """
+
+    name = "vanilla"
+
+    def __init__(self, config: SchemeConfig):
+        self.config = config
+        self.n = self.k = config.workers
+        rule = config.aggregator or "mean"
+        self.aggregator = _rule(rule, config.aggregator_params, config.byzantine)
+
+    @property
+    def assignment(self) -> tuple[tuple[int, ...], ...]:
+        return tuple((i,) for i in range(self.n))
+
+    def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
+        t0 = time.perf_counter()
+        present = np.flatnonzero(~missing)
+        x = messages if present.size == self.n else messages[torch.from_numpy(present)]
+        info: dict[str, Any] = {}
+        try:
+            grad = self.aggregator(x)
+        except ValueError as err:  # too few rows left for the rule's bound
+            grad = messages.new_zeros(messages.shape[1:])
+            info["skipped"] = str(err)
+        info["aggregate_ms"] = (time.perf_counter() - t0) * 1e3
+        return SchemeResult(grad, (), False, info)
+
+
+class DracoScheme(Scheme):
+    """DRACO: an exact code (repetition or cyclic MDS) decoded to the sum; the step uses sum / k."""
+
+    def __init__(self, config: SchemeConfig, cyclic: bool):
+        self.config = config
+        self.name = "draco-cyclic" if cyclic else "draco-repetition"
+        if config.aggregator not in (None, "mean"):
+            raise ValueError(f"{self.name} decodes exactly and takes no aggregator (got {config.aggregator!r}); use detox")
+        s = config.s
+        if cyclic:
+            from codedbft.encoders import CyclicMDSCode
+
+            self.code = CyclicMDSCode(config.workers, s)
+        else:
+            from codedbft.encoders import RepetitionCode
+
+            self.code = RepetitionCode(config.workers, s=s)
+        self.n, self.k = self.code.n, self.code.k
+
+    def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
+        res = self.code.decode(messages, missing=missing)
+        grad = _real(res.gradient) / self.k
+        return SchemeResult(grad, tuple(res.flagged), bool(res.exact), dict(res.info))
+
+
+class DetoxScheme(Scheme):
+    """DETOX: groups of r (default 3) vote; bucket means of the group outputs; a robust outer rule."""
+
+    name = "detox"
+
+    def __init__(self, config: SchemeConfig):
+        from codedbft.encoders import RepetitionCode
+
+        self.config = config
+        r = config.group_size or 3
+        self.code = RepetitionCode(config.workers, r=r)
+        self.n, self.k, self.r = self.code.n, self.code.k, r
+        bucket = config.bucket or 1
+        if self.k % bucket:
+            raise ValueError(f"detox bucket size {bucket} must divide the number of groups k={self.k}")
+        self.bucket = bucket
+        #: groups the b Byzantine workers can win: each needs ceil(r/2) of them.
+        self.f_groups = config.byzantine // math.ceil(r / 2)
+        f_buckets = min(self.f_groups, self.k // bucket)
+        self.aggregator = _rule(config.aggregator or "median", config.aggregator_params, f_buckets)
+
+    def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
+        from codedbft.decoders.majority import majority_vote
+
+        t0 = time.perf_counter()
+        vote = majority_vote(messages, group_size=self.r, missing=missing, rtol=self.code.rtol)
+        t1 = time.perf_counter()
+        values = vote.values
+        buckets = values.reshape(self.k // self.bucket, self.bucket, -1).mean(1) if self.bucket > 1 else values
+        grad = self.aggregator(buckets)
+        info = dict(vote.info)
+        info.update(decode_ms=(t1 - t0) * 1e3, aggregate_ms=(time.perf_counter() - t1) * 1e3,
+                    undecided=torch.nonzero(~vote.decided).flatten().tolist())
+        # Exact only when no group could have been won: then every group value is a true gradient and
+        # a robust rule still need not return their mean, so DETOX never claims exactness.
+        return SchemeResult(grad, vote.flagged, False, info)
