@@ -504,8 +504,12 @@ class ByzShieldDecoder:
     """
 
     def __init__(self, code: ByzShieldCode, aggregator: Callable[[Any], Any], f: int) -> None:
+        import torch
+
         self.code, self.aggregator, self.f = code, aggregator, f
         self.max_nodes = 100_000
+        # Private fingerprint randomness for the vote, drawn once (workers must not predict it).
+        self._generator = torch.Generator().manual_seed(int.from_bytes(np.random.bytes(8), "little") >> 1)
 
     def decode(self, messages: Any, missing: Any = None) -> DecodeResult:
         from codedbft.decoders.majority import majority_vote
@@ -524,16 +528,17 @@ class ByzShieldDecoder:
         present = live & ~nonfinite
 
         fr = code.file_rows  # (k, r)
-        groups = [g[present[g]] for g in fr]
-        vote = majority_vote(rows, groups=[g.tolist() for g in groups])
-        decided = np.asarray(vote.decided, dtype=bool)
-        agree = np.asarray(vote.agree, dtype=bool)
+        # One numpy gather into file-major order makes each file's copies contiguous, so the vote
+        # works on a view (torch.index_select, the vote's own gather, is ~10x slower on the CPU).
+        by_file = rows[fr.ravel()]
+        pres = present[fr]
+        vote = majority_vote(by_file, group_size=code.r, missing=~pres.ravel(), generator=self._generator)
+        decided = vote.decided.numpy()
+        agr = vote.agree.numpy().reshape(code.k, code.r)  # present and equal to the decided value
+        dis = pres & ~agr & decided[:, None]
 
         # Per-file holder sides, as (k, n) masks over workers.
         w_of = worker_of_row[fr]
-        pres = present[fr]
-        agr = agree[fr] & pres
-        dis = pres & ~agree[fr] & decided[:, None]
         major = np.zeros((code.k, code.n), dtype=bool)
         dissent = np.zeros((code.k, code.n), dtype=bool)
         np.put_along_axis(major, w_of, agr, axis=1)
@@ -547,13 +552,13 @@ class ByzShieldDecoder:
         if certified:
             alt = _alternative_exists(major, dissent, known, code.q, self.max_nodes)
             certified = alt is False
-        values = np.asarray(vote.values)
+        winners = vote.winners.numpy()
         if certified:
-            gradient = values.sum(axis=0, dtype=np.float64).astype(np.result_type(rows.dtype, np.float32))
+            gradient = by_file[winners].sum(axis=0, dtype=np.float64).astype(np.result_type(rows.dtype, np.float32))
         elif decided.any():
             import torch
 
-            V = torch.from_numpy(np.ascontiguousarray(values[decided]))
+            V = torch.from_numpy(by_file[winners[decided]])
             est = self.aggregator(V)
             est = est.detach().cpu().numpy() if hasattr(est, "detach") else np.asarray(est)
             gradient = est * code.k
