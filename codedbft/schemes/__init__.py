@@ -7,7 +7,7 @@ the contract and its extension points (stacked ``(p, d)`` messages, interactive 
 for more computations within a step, data-encoding schemes).
 """
 
-from codedbft.schemes.base import Order, Replies, Scheme, SchemeResult
+from codedbft.schemes.base import Order, Replies, Scheme, SchemeResult, combine
 from codedbft.schemes.config import SchemeConfig
 from codedbft.schemes.registry import available_schemes, build_scheme, register_scheme
 
@@ -19,5 +19,6 @@ __all__ = [
     "SchemeResult",
     "available_schemes",
     "build_scheme",
+    "combine",
     "register_scheme",
 ]

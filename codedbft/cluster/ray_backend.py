@@ -1,0 +1,144 @@
+"""The Ray backend: one actor per worker, the model put in the object store once per step.
+
+* ``ray.init`` is called by the program itself on an embedded local instance
+  (``include_dashboard=False``, ``RAY_USAGE_STATS_ENABLED=0``) unless ``address`` names an existing
+  cluster; when Ray is already initialised (tests share one session) it is reused and left running.
+* Actors are created with ``num_cpus`` (default 0.1, so 15 workers fit on 2 cores) and
+  ``max_restarts``; a dead actor is restarted by Ray and its replies meanwhile are erasures.
+* Replies are collected with one deadline per step (``ray.wait``); a late reply is an erasure and is
+  never read. They are returned in the order's worker order, whatever the arrival order.
+* Byzantine actors forge inside the actor: after the honest round the master hands them the honest
+  messages (one ``ray.put``, a documented simulation privilege for omniscient attacks).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from codedbft.cluster.backend import Adversary, Collected, split_coalition, task_coefficients
+from codedbft.cluster.worker import WorkerActorImpl, WorkerSpec
+from codedbft.schemes import Order, Scheme
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Start (or connect to) Ray unless it is up; returns True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if address is None:
+        kw["num_cpus"] = num_cpus or os.cpu_count() or 2
+    ray.init(address=address, **kw)
+    return True
+
+
+class RayBackend:
+    """Workers as Ray actors (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: float = 0.1, max_restarts: int = 3):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.max_restarts = max_restarts
+        self.actors: list[Any] = []
+        self.scheme: Scheme | None = None
+        self._started_ray = False
+
+    def start(self, scheme: Scheme, spec: WorkerSpec) -> None:
+        import ray
+
+        self._started_ray = init_ray(self.address)
+        self.scheme = scheme
+        cls = ray.remote(WorkerActorImpl)
+        opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
+        env = {"env_vars": {"OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads)}}
+        self.actors = [cls.options(runtime_env=env, **opts).remote(i, spec) for i in range(scheme.n)]
+        ray.get([a.pid.remote() for a in self.actors])  # wait until every actor is built
+
+    def pids(self) -> list[int]:
+        """OS process ids of the worker actors (fault-injection tests kill one)."""
+        import ray
+
+        return ray.get([a.pid.remote() for a in self.actors])
+
+    def broadcast(self, w: torch.Tensor) -> Any:
+        import ray
+
+        return ray.put(w.numpy())
+
+    def _collect(self, refs: dict[int, Any], deadline: float) -> dict[int, Any]:
+        """Values of the refs ready before ``deadline``; failed (dead actor) and late ones are absent."""
+        import ray
+
+        out: dict[int, Any] = {}
+        if not refs:
+            return out
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
+        ready_set = set(ready)
+        for key, ref in refs.items():
+            if ref not in ready_set:
+                continue
+            try:
+                out[key] = ray.get(ref)
+            except (ray.exceptions.RayError,):  # actor died or raised: an erasure
+                pass
+        return out
+
+    def execute(self, order: Order, w_ref: Any, step: int, byzantine: Sequence[int],
+                adversary: Adversary | None, timeout_s: float) -> Collected:
+        import ray
+
+        assert self.scheme is not None
+        deadline = time.monotonic() + timeout_s
+        t0 = time.perf_counter()
+        workers = order.workers
+        coefs = task_coefficients(self.scheme, order)
+        byz = set(byzantine) if adversary is not None else set()
+        poisoned = adversary is not None and adversary.data_level
+        refs = {i: self.actors[w].compute.remote(w_ref, step, order.tasks[w], coefs[i], order.stacked,
+                                                 poisoned and w in byz)
+                for i, w in enumerate(workers)}
+        got = self._collect(refs, deadline)
+        rows: list[Any] = [got[i][0] if i in got else None for i in range(len(workers))]
+        timings = {"compute_ms": max((v[1] for v in got.values()), default=0.0),
+                   "collect_ms": (time.perf_counter() - t0) * 1e3}
+        if byz and not poisoned:
+            t1 = time.perf_counter()
+            present = [r is not None for r in rows]
+            honest, forgers = split_coalition(workers, byzantine, present)
+            for i in forgers:
+                rows[i] = None  # a forger that fails to forge is an erasure, never its honest message
+            if forgers:
+                ids = tuple(workers[i] for i in forgers)
+                honest_ref = ray.put(np.stack([got[i][0] for i in honest]) if honest
+                                     else np.empty((0, *got[forgers[0]][0].shape), got[forgers[0]][0].dtype))
+                own_ref = ray.put(np.stack([got[i][0] for i in forgers]))
+                frefs = {i: self.actors[workers[i]].forge.remote(adversary.attack, honest_ref, own_ref, ids, step,
+                                                                 adversary.seed, adversary.n, adversary.assignment)
+                         for i in forgers}
+                for i, v in self._collect(frefs, deadline).items():
+                    rows[i] = v
+            timings["forge_ms"] = (time.perf_counter() - t1) * 1e3
+        return Collected(workers=workers, rows=rows, timings=timings)
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            try:
+                ray.kill(a)
+            except Exception:  # already gone
+                pass
+        self.actors = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+

@@ -1,0 +1,140 @@
+"""What one worker does, the same code on both backends: load its data, compute, combine, attack.
+
+A worker is built from a :class:`WorkerSpec` (a dataset *spec*, not the data: each process loads
+the dataset itself and indexes only the rows of the partitions it is told to compute). Each step it
+receives the flat model ``w`` and a task (partition ids plus the code's coefficients), computes the
+partition gradients with :meth:`FlatModel.partition_gradients` (bitwise stable per partition, so the
+local simulator and a Ray actor produce the same bytes) and combines them with
+:func:`~codedbft.schemes.base.combine`. Byzantine workers then run the attack inside the worker (:func:`coalition_messages`).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from codedbft.schemes.base import combine
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs to rebuild its data and model (small and picklable).
+
+    ``k`` partitions of ``b`` samples each are drawn per step by ``Dataset.partition_batch``'s
+    rule (``batch(step, k*b, seed)`` split in k); ``threads`` fixes torch's thread count, which must
+    be the same in every process for bit-identical gradients.
+    """
+
+    dataset: str
+    model: str
+    k: int
+    b: int
+    seed: int = 0
+    dataset_params: Mapping[str, Any] = field(default_factory=dict)
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    threads: int = 1
+
+
+def _real_view(x: torch.Tensor) -> torch.Tensor:
+    """``(W, ...)`` -> real ``(W, D)``: attacks work on flat real vectors (complex: re/im interleaved)."""
+    x = x.reshape(x.shape[0], -1)
+    return torch.view_as_real(x).reshape(x.shape[0], -1) if x.is_complex() else x
+
+
+def coalition_messages(
+    attack: Any,
+    honest: torch.Tensor,
+    own: torch.Tensor,
+    byzantine_ids: Sequence[int],
+    *,
+    step: int,
+    seed: int,
+    n: int,
+    assignment: Any = None,
+) -> torch.Tensor:
+    """The coalition's forged messages ``(b, ...)``, shaped like ``own``.
+
+    ``honest (h, ...)``: the honest workers' messages of this round, given by the master to Byzantine
+    workers as a *simulation privilege* (omniscient attacks such as ALIE, IPM and omniscient need
+    them; a real adversary would have to eavesdrop). Every Byzantine worker calls this with the same
+    arguments and the generator seeded by ``(seed, step)``, so they agree on the coalition's forgery
+    (``collude``) and each keeps its own row; the local simulator calls it once for all.
+    """
+    from codedbft.attacks.base import AttackContext
+
+    shape = own.shape
+    h = _real_view(honest)
+    o = _real_view(own)
+    ctx = AttackContext.build(h, byzantine_ids, step=step, seed=seed, own=o, assignment=assignment, n=n)
+    forged = attack(h, byzantine_ids, ctx)
+    if own.is_complex():
+        forged = torch.view_as_complex(forged.reshape(forged.shape[0], -1, 2).contiguous())
+    return forged.reshape(shape).to(own.dtype)
+
+
+class WorkerCore:
+    """The worker's state: its dataset and model, built once from a :class:`WorkerSpec`."""
+
+    def __init__(self, spec: WorkerSpec):
+        from codedbft.training import FlatModel, build_model, load_dataset, set_deterministic
+
+        set_deterministic(spec.seed, spec.threads)
+        self.spec = spec
+        self.ds = load_dataset(spec.dataset, spec.seed, **dict(spec.dataset_params))
+        self.model = FlatModel(build_model(spec.model, self.ds, spec.seed, **dict(spec.model_params)))
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """``(k, b)`` training indices of the step's partitions (the same rule in every process)."""
+        return self.ds.batch(step, self.spec.k * self.spec.b, self.spec.seed).view(self.spec.k, self.spec.b)
+
+    def gradients(self, w: torch.Tensor, step: int, partitions: Sequence[int], poisoned: bool = False) -> torch.Tensor:
+        """Gradients ``(p, d)`` of the given partitions; ``poisoned``: labels flipped (label-flip attack)."""
+        idx = self.batch_indices(step)[torch.as_tensor(list(partitions), dtype=torch.int64)]
+        X = self.ds.X_train[idx.reshape(-1)].view(*idx.shape, *self.ds.X_train.shape[1:])
+        y = self.ds.y_train[idx.reshape(-1)].view(*idx.shape, *self.ds.y_train.shape[1:])
+        if poisoned:
+            from codedbft.attacks.local import LabelFlip
+
+            y = LabelFlip.flip_labels(y, self.ds.num_classes)
+        return self.model.partition_gradients(w, X, y)
+
+
+def as_tensor(w: Any) -> torch.Tensor:
+    """A torch view of a (possibly read-only, Ray-shared) numpy array, without a copy."""
+    if isinstance(w, torch.Tensor):
+        return w
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # read-only plasma buffer: never written to
+        return torch.from_numpy(w)
+
+
+class WorkerActorImpl:
+    """The body of the Ray actor (wrapped by ``ray.remote`` in :mod:`codedbft.cluster.ray_backend`)."""
+
+    def __init__(self, worker_id: int, spec: WorkerSpec):
+        self.worker_id = worker_id
+        self.core = WorkerCore(spec)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def compute(self, w: Any, step: int, partitions: tuple[int, ...], coefs: Any, stacked: bool, poisoned: bool):
+        """This worker's honest (or label-poisoned) message; returns ``(message ndarray, compute_ms)``."""
+        t0 = time.perf_counter()
+        G = self.core.gradients(as_tensor(w), step, partitions, poisoned)
+        msg = G if stacked else combine([coefs], G[None])[0]
+        return msg.numpy(), (time.perf_counter() - t0) * 1e3
+
+    def forge(self, attack: Any, honest: Any, own: Any, byzantine_ids: tuple[int, ...], step: int, seed: int,
+              n: int, assignment: Any) -> np.ndarray:
+        """This worker's row of the coalition's forged messages (see :func:`coalition_messages`)."""
+        forged = coalition_messages(attack, as_tensor(honest), as_tensor(own), byzantine_ids,
+                                    step=step, seed=seed, n=n, assignment=assignment)
+        return forged[byzantine_ids.index(self.worker_id)].numpy()
