@@ -122,6 +122,11 @@ class FlatModel:
         out = functional_call(self.model, self.unflatten(w), (X,))
         return self._loss(out, y)
 
+    def loss_fn(self, w: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Differentiable scalar mean loss (a tensor), composable with ``torch.func`` (grad, vmap)."""
+        X, y = self._prep(w, X, y)
+        return self._loss_of(w, X, y)
+
     def predict(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         """Model output for inputs ``X`` ``(N, *input_shape)``: logits, or regression predictions."""
         with torch.no_grad():
