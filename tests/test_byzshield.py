@@ -169,6 +169,8 @@ def test_bad_search_arguments(code53):
         code53.max_distortion(16)
     with pytest.raises(ValueError, match="method"):
         code53.max_distortion_info(3, method="annealing")
+    with pytest.raises(ValueError, match="K <= 40"):
+        ByzShieldCode(11, 5).max_distortion_info(3, method="exhaustive")
 
 
 # ---- encode / decode -----------------------------------------------------------------------------

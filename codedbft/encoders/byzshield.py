@@ -19,7 +19,6 @@ MOLS graph keeps far below DETOX's repetition groups.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from codedbft.encoders.base import Code
 
 # Exhaustive search over C(K, q) attacker sets is affordable up to this many workers (codes.md §3).
 EXHAUSTIVE_MAX_WORKERS = 25
-_CHUNK = 1 << 15  # attacker sets scored per matrix product: bounds memory to ~CHUNK * (K + f) floats
+EXHAUSTIVE_HARD_LIMIT = 40  # beyond, even the meet-in-the-middle tables and C(K, q) sets are out of reach
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,31 +156,70 @@ def distortion_upper_bound(W: np.ndarray, q: int, threshold: int) -> int:
     return min(counting, int(math.floor(spectral + 1e-9)))
 
 
-def _exhaustive(W: np.ndarray, q: int, threshold: int, cap: int) -> tuple[int, tuple[int, ...], int]:
-    """Score every q-subset of workers: chunks of subsets as 0/1 rows, times W, count columns >= t.
+@dataclass(frozen=True)
+class _SubsetTable:
+    """Per-file copy counts of every subset of a block of workers, grouped by subset size.
 
-    Stops early once a set reaches ``cap`` (a proven upper bound), since no set can do better.
+    ``counts[p]`` is (C(m, p), f): the copies each size-p subset holds of each file; ``masks[p]`` the
+    subsets as bitmasks over the block.
     """
-    K = W.shape[0]
-    combos = itertools.combinations(range(K), q)
-    best, best_set, evaluated = -1, (), 0
-    while True:
-        flat = np.fromiter(
-            itertools.chain.from_iterable(itertools.islice(combos, _CHUNK)), dtype=np.int64, count=-1
+
+    counts: tuple[np.ndarray, ...]
+    masks: tuple[np.ndarray, ...]
+
+    @classmethod
+    def build(cls, W: np.ndarray) -> _SubsetTable:
+        m, f = W.shape
+        dtype = np.uint8 if W.sum(axis=0).max() < 256 else np.uint16
+        counts = np.zeros((1 << m, f), dtype=dtype)
+        for b in range(m):  # doubling over the block's workers (m <= 13): subsets with bit b set
+            counts[1 << b : 2 << b] = counts[: 1 << b] + W[b].astype(dtype)
+        masks = np.arange(1 << m)
+        pop = np.zeros(1 << m, dtype=np.int64)
+        for b in range(m):
+            pop += (masks >> b) & 1
+        order = np.argsort(pop, kind="stable")
+        bounds = np.searchsorted(pop[order], np.arange(m + 2))
+        return cls(
+            counts=tuple(counts[order[bounds[p] : bounds[p + 1]]] for p in range(m + 1)),
+            masks=tuple(masks[order[bounds[p] : bounds[p + 1]]] for p in range(m + 1)),
         )
-        if flat.size == 0:
+
+
+_BLOCK_BYTES = 1 << 23  # per broadcast block of (hi subsets, lo subsets, files) counts
+
+
+def _exhaustive(W: np.ndarray, q: int, threshold: int, cap: int) -> tuple[int, tuple[int, ...], int]:
+    """Score every q-subset of workers exactly, by meet in the middle.
+
+    The workers are split in two halves; the per-file copy counts of every subset of each half are
+    tabulated once (2^(K/2) rows each), and a q-set is a pair (low subset of size q - p, high subset
+    of size p), whose counts are the sum of two table rows. Each block of pairs is scored with one
+    broadcast add and compare, ``C(K, q) * f`` byte operations in all, against ``C(K, q) * K * f``
+    flops for the 0/1-matrix product. Stops once a set reaches ``cap`` (a proven upper bound).
+    """
+    K, f = W.shape
+    lo_n = (K + 1) // 2
+    lo, hi = _SubsetTable.build(W[:lo_n]), _SubsetTable.build(W[lo_n:])
+    best, best_pair, evaluated = -1, (0, 0), 0
+    for p in range(max(0, q - lo_n), min(q, K - lo_n) + 1):
+        lo_c, hi_c = lo.counts[q - p], hi.counts[p]
+        step = max(1, _BLOCK_BYTES // max(1, lo_c.size))
+        for start in range(0, hi_c.shape[0], step):
+            block = hi_c[start : start + step]
+            corrupted = np.count_nonzero((block[:, None, :] + lo_c[None, :, :]) >= threshold, axis=-1)
+            evaluated += corrupted.size
+            i = int(np.argmax(corrupted))
+            if corrupted.flat[i] > best:
+                h, l_ = divmod(i, lo_c.shape[0])
+                best, best_pair = int(corrupted.flat[i]), (int(lo.masks[q - p][l_]), int(hi.masks[p][start + h]))
+                if best >= cap:
+                    break
+        if best >= cap:
             break
-        idx = flat.reshape(-1, q)
-        X = np.zeros((idx.shape[0], K), dtype=np.float32)
-        np.put_along_axis(X, idx, 1.0, axis=1)
-        scores = ((X @ W) >= threshold).sum(axis=1)
-        evaluated += idx.shape[0]
-        i = int(np.argmax(scores))
-        if scores[i] > best:
-            best, best_set = int(scores[i]), tuple(int(w) for w in idx[i])
-            if best >= cap:
-                break
-    return best, best_set, evaluated
+    lo_mask, hi_mask = best_pair
+    workers = [w for w in range(lo_n) if lo_mask >> w & 1] + [lo_n + w for w in range(K - lo_n) if hi_mask >> w & 1]
+    return best, tuple(workers), evaluated
 
 
 def _objective(counts: np.ndarray, threshold: int) -> np.ndarray:
@@ -263,6 +301,8 @@ def optimal_attack(
         method = "exhaustive" if K <= EXHAUSTIVE_MAX_WORKERS else "heuristic"
     if method not in ("exhaustive", "heuristic"):
         raise ValueError(f"method must be 'auto', 'exhaustive' or 'heuristic', got {method!r}")
+    if method == "exhaustive" and K > EXHAUSTIVE_HARD_LIMIT:
+        raise ValueError(f"exhaustive search needs K <= {EXHAUSTIVE_HARD_LIMIT} workers, got K={K}")
     cap = distortion_upper_bound(W, q, threshold)
     start = time.perf_counter()
     if q == 0:
