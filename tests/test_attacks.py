@@ -28,6 +28,7 @@ from codedbft.attacks import (
     step_generator,
 )
 from codedbft.attacks.local import LabelFlip
+from codedbft.attacks.omniscient import population_std_mean
 
 ALL = (
     "alie", "bit-flip", "collude", "constant", "gambler", "gaussian",
@@ -118,6 +119,15 @@ def test_alie_is_mean_minus_z_population_std(h, b):
         np.testing.assert_allclose(row, ref, rtol=1e-12, atol=1e-12)
     # a given z overrides the formula
     np.testing.assert_allclose(ALIE(z=1.5)(honest, ids, ctx)[0].numpy(), x.mean(0) - 1.5 * x.std(0), rtol=1e-12)
+
+
+def test_alie_std_is_stable_for_large_offsets_in_float32():
+    # values 1e4 + N(0, 1): E[x^2] - mu^2 in float32 would lose every digit of the variance
+    x = (1e4 + torch.randn(9, 5000, generator=torch.Generator().manual_seed(0))).float()
+    sigma, mu = population_std_mean(x)
+    ref = x.double().numpy()
+    np.testing.assert_allclose(sigma.numpy(), ref.std(axis=0, ddof=0), rtol=2e-3)
+    np.testing.assert_allclose(mu.numpy(), ref.mean(axis=0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("eps", [0.1, 100.0])

@@ -27,6 +27,22 @@ def _rows(v: torch.Tensor, b: int) -> torch.Tensor:
     return v.unsqueeze(0).expand(b, -1).contiguous()
 
 
+def population_std_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinate-wise population std (ddof = 0) and mean of the rows of ``x`` (h, d), two-pass.
+
+    Accumulates (x_i − μ)² one row at a time into a (d,) buffer: ``torch.std_mean(x, dim=0)`` runs a
+    strided per-column Welford on CPU that measured ~50x the cost of ``x.mean(0)`` at d = 1e6, and
+    ``(x − μ)²`` at once would allocate a second (h, d) stack. The loop is over the h workers only.
+    """
+    mu = x.mean(dim=0)
+    acc = torch.zeros_like(mu)
+    diff = torch.empty_like(mu)
+    for row in x:
+        torch.sub(row, mu, out=diff)
+        acc.addcmul_(diff, diff)
+    return acc.div_(x.shape[0]).sqrt_(), mu
+
+
 def alie_z(n: int, f: int) -> float:
     """ALIE's z = Φ⁻¹((n − m) / n) with m = ⌊n/2 + 1⌋ − f (Baruch et al. 2019).
 
@@ -64,7 +80,7 @@ class ALIE(Attack):
         h = honest.shape[0]
         n = h + len(ids) if ctx.n is None else ctx.n
         z = alie_z(n, n - h) if self.z is None else self.z
-        sigma, mu = torch.std_mean(honest, dim=0, correction=0)
+        sigma, mu = population_std_mean(honest)
         return _rows(mu.sub_(sigma, alpha=z), len(ids))
 
 
