@@ -1,0 +1,26 @@
+"""Robust aggregation rules over stacked worker vectors ``(..., n, d)`` (reference/aggregators.md).
+
+>>> from codedbft.aggregators import by_name, Krum
+>>> agg = Krum(f=3)            # or by_name("krum", f=3)
+>>> out = agg(x)               # (..., n, d) -> (..., d), batched, dtype and device kept
+
+Stateful rules (``CenteredClipping``, ``ByGARS``) keep their state on the object
+(``state_dict`` / ``load_state_dict`` / ``reset``).
+"""
+
+from codedbft.aggregators.base import Aggregator
+from codedbft.aggregators.bygars import ByGARS
+from codedbft.aggregators.clipping import CenteredClipping
+from codedbft.aggregators.coordinate import Mean, MeaMed, Median, Phocas, SignMajority, TrimmedMean
+from codedbft.aggregators.geomed import GeoMed
+from codedbft.aggregators.hierarchical import Hierarchical
+from codedbft.aggregators.krum import Bulyan, Krum, MultiKrum
+from codedbft.aggregators.registry import available, by_name
+from codedbft.aggregators.selection import CGE, FABA, MDA
+from codedbft.aggregators.zeno import Zeno
+
+__all__ = [
+    "Aggregator", "by_name", "available", "Mean", "Median", "TrimmedMean", "Phocas", "MeaMed",
+    "GeoMed", "Krum", "MultiKrum", "Bulyan", "MDA", "CenteredClipping", "FABA", "CGE",
+    "SignMajority", "Zeno", "ByGARS", "Hierarchical",
+]

@@ -1,0 +1,86 @@
+"""ByGARS++ (Regatti et al.): reputation-weighted aggregation from an auxiliary-data gradient."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from codedbft.aggregators.base import Aggregator
+
+
+class ByGARS(Aggregator):
+    """ByGARS++ (Regatti et al., eq. 3): output ``H_t^T q_t = sum_i q_{t,i} x_i``, then update the
+    reputations ``q_{t+1} = (1 - alpha_t) q_t + alpha_t H_t g_t`` where ``(H_t g_t)_i = <x_i, g_t>`` and
+    ``g_t = grad L_t(w_t)`` is the gradient of the loss on a small clean auxiliary batch at the same
+    parameters the workers used. ``alpha_t = alpha / (1 + decay t)`` (the paper decays both step sizes).
+
+    Reputations may turn negative, so a worker that consistently sends ``-c * gradient`` helps after
+    its sign is learnt: no bound on the number of attackers ("any number"; ``f`` is unused).
+
+    The auxiliary gradient comes from ``agg(x, aux_gradient=g)`` (``g`` of shape ``(d,)`` or
+    ``(..., d)`` matching the batch) or, when not given, from the ``aux_grad()`` callable set at
+    construction; without either, ValueError.
+
+    State on the object: ``q`` ``(..., n)`` float64 (starts at ``q0``: 0 as in the paper, which makes
+    the first output zero) and the step ``t``; ``state_dict()``/``load_state_dict()``/``reset()``.
+    """
+
+    name = "bygars"
+    stateful = True
+
+    def __init__(
+        self,
+        f: int = 0,
+        alpha: float = 0.05,
+        decay: float = 0.0,
+        q0: float = 0.0,
+        aux_grad: Callable[[], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__(f)
+        if alpha <= 0 or alpha > 1 or decay < 0:
+            raise ValueError("bygars needs 0 < alpha <= 1 and decay >= 0")
+        self.alpha, self.decay, self.q0, self.aux_grad = float(alpha), float(decay), float(q0), aux_grad
+        self.q: torch.Tensor | None = None
+        self.t = 0
+
+    def __call__(self, x: torch.Tensor, aux_gradient: torch.Tensor | None = None) -> torch.Tensor:
+        g = aux_gradient if aux_gradient is not None else (self.aux_grad() if self.aux_grad is not None else None)
+        if g is None:
+            raise ValueError("bygars needs an auxiliary gradient: agg(x, aux_gradient=g) or aux_grad=callable")
+        self._g = g
+        self._lead = tuple(x.shape[:-2])
+        return super().__call__(x)
+
+    def _aggregate(self, x3: torch.Tensor) -> torch.Tensor:
+        B, n, d = x3.shape
+        if self.q is None:
+            self.q = torch.full((*self._lead, n), self.q0, dtype=torch.float64)
+        if self.q.numel() != B * n:
+            raise ValueError(f"bygars state q has shape {tuple(self.q.shape)}, input gives {B}x{n}: call reset()")
+        q = self.q.reshape(B, n).to(x3.device)
+        out = torch.bmm(q.to(x3.dtype).unsqueeze(1), x3).squeeze(1)
+        g = self._g.detach().reshape(-1, d).to(dtype=x3.dtype, device=x3.device).expand(B, d)
+        inner = torch.bmm(x3, g.unsqueeze(2)).squeeze(2).double()
+        inner = torch.nan_to_num(inner, nan=0.0, posinf=0.0, neginf=0.0)
+        alpha = self.alpha / (1.0 + self.decay * self.t)
+        self.q = ((1 - alpha) * q + alpha * inner).reshape(*self._lead, n).cpu()
+        self.t += 1
+        self.last_info["q"] = self.q.clone()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"q": None if self.q is None else self.q.clone(), "t": self.t}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        q = state.get("q")
+        self.q = None if q is None else q.clone()
+        self.t = int(state.get("t", 0))
+
+    def reset(self) -> None:
+        super().reset()
+        self.q = None
+        self.t = 0
+
+    def __repr__(self) -> str:
+        return f"ByGARS(alpha={self.alpha}, decay={self.decay}, q0={self.q0})"

@@ -1,0 +1,65 @@
+"""Centered clipping (Karimireddy et al. 2021): a stateful rule (the centre is the previous output)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from codedbft.aggregators.base import FRule
+
+
+class CenteredClipping(FRule):
+    """``v <- v + (1/n) sum_i clip_tau(x_i - v)``, ``clip_tau(u) = u min(1, tau/|u|)``, ``iters`` times
+    (default 1, tau = 10); ``v`` starts at the previous call's output (0 at the first call).
+
+    State on the object: ``v`` of shape ``(..., d)`` (the output shape), saved by ``state_dict()``,
+    restored by ``load_state_dict()``, cleared by ``reset()``; a call with another output shape than
+    the stored ``v`` raises ValueError (call ``reset()`` first). Requires n >= 2f+1.
+    """
+
+    name = "centered-clipping"
+    stateful = True
+
+    def __init__(self, f: int = 0, tau: float = 10.0, iters: int = 1) -> None:
+        super().__init__(f)
+        if tau <= 0 or iters < 1:
+            raise ValueError("centered-clipping needs tau > 0 and iters >= 1")
+        self.tau, self.iters = float(tau), int(iters)
+        self.v: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().__call__(x)
+        self.v = out.detach().clone()
+        return out
+
+    def _aggregate(self, x3: torch.Tensor) -> torch.Tensor:
+        B, n, d = x3.shape
+        if self.v is None:
+            v = torch.zeros(B, d, dtype=x3.dtype, device=x3.device)
+        else:
+            if self.v.numel() != B * d:
+                raise ValueError(
+                    f"centered-clipping state has shape {tuple(self.v.shape)}, input gives {B}x{d}: call reset()"
+                )
+            v = self.v.reshape(B, d).to(dtype=x3.dtype, device=x3.device)
+        for _ in range(self.iters):
+            u = x3 - v.unsqueeze(1)
+            norm = torch.linalg.vector_norm(u, dim=2, dtype=torch.float64)
+            scale = torch.clamp(self.tau / norm.clamp(min=1e-300), max=1.0)
+            v = v + torch.bmm((scale / n).to(x3.dtype).unsqueeze(1), u).squeeze(1)
+        return v
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"v": None if self.v is None else self.v.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        v = state.get("v")
+        self.v = None if v is None else v.clone()
+
+    def reset(self) -> None:
+        super().reset()
+        self.v = None
+
+    def __repr__(self) -> str:
+        return f"CenteredClipping(f={self.f}, tau={self.tau}, iters={self.iters})"

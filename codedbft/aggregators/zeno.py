@@ -1,0 +1,75 @@
+"""Zeno (Xie et al. 2019): rank inputs by a stochastic descent score from a loss oracle."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from codedbft.aggregators.base import Aggregator, mean_rows
+
+LossOracle = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Zeno(Aggregator):
+    """Keep the n - b inputs with the best score ``f_r(w) - f_r(w - lr x_i) - rho |x_i|^2`` and
+    average them (ties: lower index first).
+
+    Args:
+        f: b, the number of inputs dropped (requirement n > b).
+        loss: the oracle ``loss(W) -> losses``: ``W`` is ``(N, d)`` stacked flat parameter vectors,
+            the result ``(N,)`` their losses ``f_r`` on ONE fresh mini-batch r (the same for all N rows
+            of a call). It is called once per aggregation with ``N = B (n+1)`` rows: for each batch
+            item, ``w`` then ``w - lr x_1 .. w - lr x_n``. A runtime whose model cannot batch may loop
+            inside the oracle.
+        lr: the step gamma of the score (the training learning rate in the paper).
+        rho: the weight of the ``|x_i|^2`` penalty.
+        params: the current flat parameters ``w``, ``(d,)`` or ``(..., d)`` matching the batch;
+            or pass ``params=`` at call time (``agg(x, params=w)``), which takes precedence.
+    ``last_info["scores"]`` (B, n) float64, ``last_info["selected"]`` (B, n-b).
+    """
+
+    name = "zeno"
+
+    def __init__(
+        self,
+        f: int = 0,
+        loss: LossOracle | None = None,
+        lr: float = 0.1,
+        rho: float = 1e-3,
+        params: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__(f)
+        self.loss, self.lr, self.rho, self.params = loss, float(lr), float(rho), params
+
+    def min_n(self) -> int:
+        return self.f + 1
+
+    def requirement(self) -> str:
+        return "n > b (b = f)"
+
+    def __call__(self, x: torch.Tensor, params: torch.Tensor | None = None, loss: LossOracle | None = None) -> torch.Tensor:
+        self._call_params = params if params is not None else self.params
+        self._call_loss = loss if loss is not None else self.loss
+        if self._call_loss is None or self._call_params is None:
+            raise ValueError("zeno needs a loss oracle and the current params (constructor or call arguments)")
+        return super().__call__(x)
+
+    def _aggregate(self, x3: torch.Tensor) -> torch.Tensor:
+        B, n, d = x3.shape
+        w = self._call_params.detach().reshape(-1, d).to(dtype=x3.dtype, device=x3.device).expand(B, d)
+        cand = torch.cat([w.unsqueeze(1), w.unsqueeze(1) - self.lr * x3], dim=1)  # (B, n+1, d)
+        losses = torch.as_tensor(self._call_loss(cand.reshape(B * (n + 1), d))).reshape(B, n + 1)
+        losses = torch.nan_to_num(losses.double().to(x3.device), nan=float("inf"))
+        norms2 = torch.linalg.vector_norm(x3, dim=2, dtype=torch.float64) ** 2
+        scores = losses[:, :1] - losses[:, 1:] - self.rho * norms2
+        scores = torch.nan_to_num(scores, nan=-float("inf"))
+        keep_n = n - self.f
+        order = torch.sort(-scores, dim=1, stable=True).indices[:, :keep_n]
+        keep = torch.zeros(B, n, dtype=torch.bool, device=x3.device).scatter_(1, order, True)
+        self.last_info["scores"] = scores
+        self.last_info["selected"] = order
+        return mean_rows(x3, keep, keep_n)
+
+    def __repr__(self) -> str:
+        return f"Zeno(f={self.f}, lr={self.lr}, rho={self.rho})"
