@@ -54,6 +54,10 @@ class AttackContext:
     n: int | None = None
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
 
+    def workers(self, h: int, b: int) -> int:
+        """The total number of workers: ``n``, or ``h + b`` when the context leaves it out."""
+        return h + b if self.n is None else self.n
+
     @classmethod
     def build(
         cls,
@@ -111,7 +115,7 @@ class Attack(ABC):
             raise ValueError(f"ctx.own must have shape (b={len(ids)}, d={honest.shape[1]}), got {tuple(ctx.own.shape)}")
         if not ids:
             return honest.new_empty((0, honest.shape[1]))
-        self.check(honest.shape[0] + len(ids) if ctx.n is None else ctx.n, honest.shape[0])
+        self.check(ctx.workers(honest.shape[0], len(ids)), honest.shape[0])
         out = self._forge(honest, ids, ctx)
         return out.to(dtype=honest.dtype, device=honest.device)
 

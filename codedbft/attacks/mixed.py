@@ -52,7 +52,7 @@ class Mixed(Attack):
     def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
         b = len(ids)
         choice = self.choose(b, ctx)
-        full = replace(ctx, n=honest.shape[0] + b if ctx.n is None else ctx.n)
+        full = replace(ctx, n=ctx.workers(honest.shape[0], b))
         out = honest.new_empty((b, honest.shape[1]))
         # One call per distinct attack (at most len(attacks)), each on its rows of the Byzantine set.
         for j in torch.unique(choice).tolist():

@@ -78,7 +78,7 @@ class ALIE(Attack):
 
     def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
         h = honest.shape[0]
-        n = h + len(ids) if ctx.n is None else ctx.n
+        n = ctx.workers(h, len(ids))
         z = alie_z(n, n - h) if self.z is None else self.z
         sigma, mu = population_std_mean(honest)
         return _rows(mu.sub_(sigma, alpha=z), len(ids))
