@@ -137,8 +137,9 @@ def distortion_upper_bound(W: np.ndarray, q: int, threshold: int) -> int:
 
         c <= lam^2 q (1 - q/K) / ((threshold - a)^2 + lam^2 q (1 - q/K) / f).
 
-    ByzShield (Sec. 4) bounds its distortion by the same expansion argument; for the MOLS graph
-    ``lam^2 = l``. The spectral bound is used only when the graph is biregular.
+    (Centre 1_S and 1_T; the constant parts give the first term since W is biregular, the rest is
+    at most lam times the norms.) ByzShield's analysis rests on this expansion of the MOLS graph,
+    whose ``lam^2 = l``. The spectral bound is used only when the graph is biregular.
     """
     K, f = W.shape
     deg = W.sum(axis=1)
@@ -172,7 +173,7 @@ class _SubsetTable:
         m, f = W.shape
         dtype = np.uint8 if W.sum(axis=0).max() < 256 else np.uint16
         counts = np.zeros((1 << m, f), dtype=dtype)
-        for b in range(m):  # doubling over the block's workers (m <= 13): subsets with bit b set
+        for b in range(m):  # doubling over the block's workers (m <= 20): subsets with bit b set
             counts[1 << b : 2 << b] = counts[: 1 << b] + W[b].astype(dtype)
         masks = np.arange(1 << m)
         pop = np.zeros(1 << m, dtype=np.int64)
@@ -225,9 +226,9 @@ def _exhaustive(W: np.ndarray, q: int, threshold: int, cap: int) -> tuple[int, t
 def _objective(counts: np.ndarray, threshold: int) -> np.ndarray:
     """Lexicographic score of attacker sets from their per-file copy counts (..., f).
 
-    Primary: corrupted files. Secondary (scaled below one file): copies placed on not-yet-corrupted
-    files, capped at the threshold, which rewards progress towards new majorities and lets the local
-    search cross plateaus of the primary score.
+    Primary: corrupted files. Secondary (scaled below one file): copies per file counted up to
+    ``threshold - 1`` (copies beyond that on a won file are wasted), which rewards progress towards
+    new majorities and lets the local search cross plateaus of the primary score.
     """
     corrupted = (counts >= threshold).sum(axis=-1)
     progress = np.minimum(counts, threshold - 1).sum(axis=-1)
@@ -336,11 +337,13 @@ class ByzShieldCode(Code):
             only for proper prime powers such as 4, 8, 9).
         r: number of squares = copies of each file, ``1 <= r <= l - 1``. Odd r avoids ties in the vote.
         aggregator: robust rule over the voted file gradients: a name for
-            ``codedbft.aggregators.by_name(name, f=...)`` or a callable ``(m, d) tensor -> (d,)``.
+            ``codedbft.aggregators.by_name(name, f=f_files)`` or a callable ``(m, d) tensor -> (d,)``.
         q: the number of Byzantine workers the decoder is sized for (default ``s``). The robust rule
-            is built with ``f = files an optimal q-attack corrupts`` (:meth:`max_distortion`), and the
-            decoder certifies a result as exact only when no placement of at most q liars consistent
-            with the observed votes can have corrupted a file.
+            is built with ``f_files`` = the files an optimal q-attack corrupts (:meth:`max_distortion`,
+            searched here at construction when q > s), and the decoder certifies a result as exact
+            only when no placement of at most q liars consistent with the observed votes can have
+            corrupted a file. A named rule that cannot run on k files with that f (e.g. median needs
+            k >= 2f+1) raises ValueError.
 
     Attributes (the :class:`Code` contract):
         n: ``K = r * l`` workers; worker ``(a, v)`` has id ``(a - 1) * l + v``.
@@ -378,8 +381,19 @@ class ByzShieldCode(Code):
         if not 0 <= q <= self.n:
             raise ValueError(f"q must satisfy 0 <= q <= n={self.n}, got q={q}")
         self.q = int(q)
-        self.aggregator = aggregator
         self._distortion: dict[tuple[int, str], DistortionInfo] = {}
+        # Files an optimal q-attack wins: the robust rule's f (no search needed while q <= s).
+        self.f_files = 0 if self.q <= self.s else self.max_distortion_info(self.q).files
+        if isinstance(aggregator, str):
+            from codedbft.aggregators import by_name
+
+            aggregator = by_name(aggregator, f=self.f_files)
+            if self.k < aggregator.min_n():
+                raise ValueError(
+                    f"{aggregator.name} over k={self.k} files needs {aggregator.requirement()}, but an optimal "
+                    f"q={self.q} attack corrupts f={self.f_files} files: lower q or choose another rule"
+                )
+        self.aggregator = aggregator
 
     # ---- structure -------------------------------------------------------------------------------
 
@@ -463,16 +477,7 @@ class ByzShieldCode(Code):
         return kind.wrap(arr[self._files])
 
     def _build_decoder(self) -> ByzShieldDecoder:
-        if self.q <= self.s:
-            f = 0  # no placement of q <= s workers wins a file
-        else:
-            f = self.max_distortion_info(self.q).files
-        agg = self.aggregator
-        if isinstance(agg, str):
-            from codedbft.aggregators import by_name
-
-            agg = by_name(agg, f=f)
-        return ByzShieldDecoder(self, agg, f)
+        return ByzShieldDecoder(self, self.aggregator, self.f_files)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -535,19 +540,21 @@ class ByzShieldDecoder:
     * certified (every file decided and no consistent placement of at most ``code.q`` liars can have
       won a majority): ``gradient = sum_x v_x`` of the voted file gradients, accumulated in float64,
       ``exact=True``.
-    * otherwise: ``gradient = k * agg(V)``, V the decided files' voted gradients, stacked (m, d):
-      the robust rule estimates the mean file gradient, scaled to the SUM of the k files.
-      ``exact=False``. With no decided file at all the gradient is zero (the step is skipped).
+    * otherwise: ``gradient = k * agg(V)``, V (m, d) the voted gradients of the m files with at
+      least one present copy (an undecided file offers its plurality copy; the rule's f counts such
+      files among the lost ones): the robust rule estimates the mean file gradient, scaled to the
+      SUM of the k files. ``exact=False``. When erasures leave fewer files than the rule needs
+      (``agg.min_n()``), the gradient is zero: the step is skipped (``info["skipped"]``).
 
     ``flagged`` are the workers with a copy that differs from a decided file's majority, plus the
     senders of non-finite copies.
     """
 
-    def __init__(self, code: ByzShieldCode, aggregator: Callable[[Any], Any], f: int) -> None:
+    def __init__(self, code: ByzShieldCode, aggregator: Callable[[Any], Any], f: int, max_nodes: int = 100_000) -> None:
         import torch
 
         self.code, self.aggregator, self.f = code, aggregator, f
-        self.max_nodes = 100_000
+        self.max_nodes = max_nodes  # cap of the certification search (conservative when reached)
         # Private fingerprint randomness for the vote, drawn once (workers must not predict it).
         self._generator = torch.Generator().manual_seed(int.from_bytes(np.random.bytes(8), "little") >> 1)
 
@@ -559,51 +566,48 @@ class ByzShieldDecoder:
         if arr.ndim != 3 or arr.shape[:2] != (code.n, code.l):
             raise ValueError(f"messages must have shape (n={code.n}, l={code.l}, d), got {arr.shape}")
         d = arr.shape[2]
+        out_dtype = np.result_type(arr.dtype, np.float32)
         rows = arr.reshape(code.n * code.l, d)  # a view: one row per (worker, held file)
         worker_of_row = np.repeat(np.arange(code.n), code.l)
-
         erased_workers = missing_mask(missing, code.n)
         live = ~erased_workers[worker_of_row]
         nonfinite = nonfinite_rows(rows) & live
-        present = live & ~nonfinite
 
         fr = code.file_rows  # (k, r)
+        pres = (live & ~nonfinite)[fr]
         # One numpy gather into file-major order makes each file's copies contiguous, so the vote
         # works on a view (torch.index_select, the vote's own gather, is ~10x slower on the CPU).
         by_file = rows[fr.ravel()]
-        pres = present[fr]
         vote = majority_vote(by_file, group_size=code.r, missing=~pres.ravel(), generator=self._generator)
         decided = vote.decided.numpy()
+        winners = vote.winners.numpy()  # row of by_file holding each file's (plurality) value
         agr = vote.agree.numpy().reshape(code.k, code.r)  # present and equal to the decided value
-        dis = pres & ~agr & decided[:, None]
 
-        # Per-file holder sides, as (k, n) masks over workers.
+        # Each file's present holders, split by side of its decided vote, as (k, n) worker masks.
         w_of = worker_of_row[fr]
         major = np.zeros((code.k, code.n), dtype=bool)
         dissent = np.zeros((code.k, code.n), dtype=bool)
         np.put_along_axis(major, w_of, agr, axis=1)
-        np.put_along_axis(dissent, w_of, dis, axis=1)
+        np.put_along_axis(dissent, w_of, pres & ~agr & decided[:, None], axis=1)
         known = np.zeros(code.n, dtype=bool)
         known[worker_of_row[nonfinite]] = True
         flagged_mask = dissent.any(axis=0) | known
-        flagged = tuple(int(w) for w in np.flatnonzero(flagged_mask))
 
-        certified: bool | None = bool(decided.all()) and int(flagged_mask.sum()) <= code.q
+        certified = bool(decided.all()) and int(flagged_mask.sum()) <= code.q
         if certified:
-            alt = _alternative_exists(major, dissent, known, code.q, self.max_nodes)
-            certified = alt is False
-        winners = vote.winners.numpy()
+            certified = _alternative_exists(major, dissent, known, code.q, self.max_nodes) is False
+        used = pres.any(axis=1)
+        skipped = False
         if certified:
-            gradient = by_file[winners].sum(axis=0, dtype=np.float64).astype(np.result_type(rows.dtype, np.float32))
-        elif decided.any():
+            gradient = by_file[winners].sum(axis=0, dtype=np.float64).astype(out_dtype, copy=False)
+        elif used.sum() >= getattr(self.aggregator, "min_n", lambda: 1)():
             import torch
 
-            V = torch.from_numpy(by_file[winners[decided]])
-            est = self.aggregator(V)
+            est = self.aggregator(torch.from_numpy(by_file[winners[used]]))
             est = est.detach().cpu().numpy() if hasattr(est, "detach") else np.asarray(est)
             gradient = est * code.k
         else:
-            gradient = np.zeros(d, dtype=np.result_type(rows.dtype, np.float32))
+            gradient, skipped = np.zeros(d, dtype=out_dtype), True
 
         info = {
             "decided": decided,
@@ -612,9 +616,11 @@ class ByzShieldDecoder:
             "undecided_files": int((~decided).sum()),
             "erased_workers": int(erased_workers.sum()),
             "nonfinite_copies": int(nonfinite.sum()),
-            "certified": bool(certified),
-            "aggregated": not certified and bool(decided.any()),
+            "certified": certified,
+            "files_aggregated": 0 if certified or skipped else int(used.sum()),
+            "skipped": skipped,
             "q": code.q,
             "f": self.f,
         }
-        return DecodeResult(gradient=kind.wrap(gradient), flagged=flagged, exact=bool(certified), info=info)
+        flagged = tuple(int(w) for w in np.flatnonzero(flagged_mask))
+        return DecodeResult(gradient=kind.wrap(gradient), flagged=flagged, exact=certified, info=info)
