@@ -39,7 +39,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -226,20 +226,29 @@ class L1Decoder:
         )
 
     # ------------------------------------------------------------------ locating on one vector
-    def locate(self, y: np.ndarray, erased: np.ndarray | None = None) -> Location:
+    def locate(self, y: np.ndarray, erased: np.ndarray | None = None,
+               methods: Sequence[str] = ("l1", "exhaustive", "prony")) -> Location:
         """Find the sparsest error explaining the syndrome ``F y`` of the projected messages ``y`` (n,).
 
         Rows in ``erased`` (bool (n,)) are unknown: their values are ignored and their errors are free
-        (not counted). Up to ``t_eff = floor((2t − #erased) / 2)`` errors are located. Tries, in order,
-        L1 (certificate checked), exhaustive search (when ``C(n', t_eff) <= exhaustive_limit``), Prony.
+        (not counted). Up to ``t_eff = floor((2t − #erased) / 2)`` errors are located. Tries ``methods``
+        in order: ``"l1"`` (certificate checked), ``"exhaustive"`` (when the number of supports
+        ``Σ_v C(n', v)`` is at most ``exhaustive_limit``), ``"prony"`` (power-sum locators only).
         """
-        return self._locate(np.asarray(y, dtype=np.float64), erased, methods=None)
+        return self._locate(np.asarray(y, dtype=np.float64), erased, list(methods))
 
     def _locate(self, y: np.ndarray, erased: np.ndarray | None, methods: list[str] | None,
                 skip: set[tuple[int, ...]] | frozenset = frozenset(), allow_clean: bool = True) -> Location:
         n = self.n
         er = np.zeros(n, dtype=bool) if erased is None else np.asarray(erased, dtype=bool)
         y = np.where(er, 0.0, y)
+        # Locating is scale-invariant; normalising keeps squares of huge (1e200) errors finite.
+        ymax = float(np.abs(y).max()) if y.size else 0.0
+        if ymax > 0 and np.isfinite(ymax):
+            loc = self._locate(y / ymax, er, methods, skip, allow_clean) if ymax != 1.0 else None
+            if loc is not None:
+                loc.errors *= ymax
+                return loc
         ne = np.flatnonzero(~er)
         t_eff = max((2 * self.t - int(er.sum())) // 2, 0)
         s = self.F @ y
@@ -381,48 +390,72 @@ class L1Decoder:
         bad = ~np.isfinite(Y).all(axis=1) & ~miss
         er = miss | bad
         t1 = time.perf_counter()
-        info: dict[str, Any] = {"erased": int(miss.sum()), "nonfinite": np.flatnonzero(bad).tolist()}
+        info: dict[str, Any] = {"erased": int(miss.sum()), "nonfinite": np.flatnonzero(bad).tolist(), "locate": []}
+        peeled: list[int] = []  # rows located as errors in an earlier pass, now treated as erasures
+        loc, zb, verified, scale, v_res, Yn = None, None, False, 0.0, np.inf, Y
+        for _ in range(self.t + 1):
+            ne = np.flatnonzero(~er)
+            if len(ne) < self.K:
+                break
+            # Unit scale on the usable rows, recomputed after each peel: an error of 1e300 must not push
+            # the honest rows into denormals, and squares must not overflow.
+            Yn = np.where(er[:, None], 0.0, Y)
+            Yn /= np.maximum(np.abs(Yn).max(axis=0), 1e-300)
+            tried: set[tuple[int, ...]] = set()
+            first = None
+            for i, method in enumerate(("l1", "exhaustive", "prony")):
+                cand = self._locate(Yn[:, 0], er, [method], skip=tried, allow_clean=i == 0)
+                info["locate"].append(cand.info)
+                if cand.method == "none":
+                    continue
+                tried.add(cand.support)
+                first = first or cand
+                ok, worst, sc, z = self._verify(Yn[:, 1], np.setdiff1d(ne, cand.support))
+                if ok:
+                    loc, zb, scale, v_res, verified = cand, z, sc, worst, True
+                    break
+                if loc is None:
+                    loc, zb, scale, v_res = cand, z, sc, worst
+            if verified or first is None or not first.support:
+                break
+            # Errors of very different sizes: the largest hide the others below the rounding of one
+            # projection. Peel the located rows (erasures now) and locate again among the rest.
+            peeled += list(first.support)
+            er = er.copy()
+            er[list(first.support)] = True
+            loc = None
         ne = np.flatnonzero(~er)
         if len(ne) < self.K:
             info["error"] = f"only {len(ne)} usable rows < K={self.K}: cannot decode"
-            Z = np.full((self.K, p), np.nan)
-            return self._result(Z, kind, squeeze, tuple(np.flatnonzero(bad).tolist()), False, info, t0)
-        tried: set[tuple[int, ...]] = set()
-        loc, zb, verified, scale, v_res = None, None, False, 0.0, np.inf
-        for i, method in enumerate(("l1", "exhaustive", "prony")):
-            cand = self._locate(Y[:, 0], er, [method], skip=tried, allow_clean=i == 0)
-            info.setdefault("locate", []).append(cand.info)
-            if cand.method == "none":
-                continue
-            tried.add(cand.support)
-            ok, worst, sc, z = self._verify(Y[:, 1], np.setdiff1d(ne, cand.support))
-            if loc is None or ok:
-                loc, zb, scale, v_res = cand, z, sc, worst
-            if ok:
-                verified = True
-                break
+            Z = np.full((self.K if self.out is None else (self.out.shape[0] if self.out.ndim == 2 else 1), p), np.nan)
+            if self.out is not None and self.out.ndim == 1:
+                Z = Z[0]
+            flagged = tuple(sorted(set(np.flatnonzero(bad).tolist()) | set(peeled)))
+            return self._result(Z, kind, squeeze, flagged, False, info, t0)
         if loc is None:  # nothing located at all: best effort on every usable row
             loc = Location((), np.zeros(self.n), "none", {})
-            _, v_res, scale, zb = self._verify(Y[:, 1], ne)
+            _, v_res, scale, zb = self._verify(Yn[:, 1], ne)
         H = np.setdiff1d(ne, loc.support)
         t2 = time.perf_counter()
-        info["locator"] = loc.method if verified else f"{loc.method} (unverified)"
+        info["locator"] = (loc.method if verified else f"{loc.method} (unverified)") + (" after peeling" if peeled else "")
         info["lp_status"] = next((d["lp_status"] for d in info["locate"] if "lp_status" in d), None)
         info["verify_residual"] = v_res
         # A located row whose beta-residual is at the noise level sent the honest value: not flagged.
         if zb is not None and loc.support:
             sup = np.asarray(loc.support)
-            row_res = np.abs(Y[sup, 1] - self.G[sup] @ zb)
+            row_res = np.abs(Yn[sup, 1] - self.G[sup] @ zb)
             errs = [int(j) for j, r_ in zip(sup, row_res) if not r_ <= self.rtol * scale]
         else:
             errs = list(loc.support)
+        errs += peeled
         flagged = tuple(sorted(set(errs) | set(np.flatnonzero(bad).tolist())))
         D = np.linalg.pinv(self.G[H])  # (K, |H|)
         W = D if self.out is None else self.out @ D
-        Z = _combine_rows(W, R, H, all_finite=not er.any())
+        Z = _combine_rows(W, R, H, all_finite=not (miss | bad).any())
         t3 = time.perf_counter()
-        exact = verified and 2 * len(errs) + int(er.sum()) <= 2 * self.t
-        info.update(errors_located=errs, project_s=t1 - t0, locate_s=t2 - t1, solve_s=t3 - t2,
+        n_erasures = int((miss | bad).sum())
+        exact = verified and 2 * len(errs) + n_erasures <= 2 * self.t
+        info.update(errors_located=sorted(errs), project_s=t1 - t0, locate_s=t2 - t1, solve_s=t3 - t2,
                     cond_honest=float(np.linalg.cond(self.G[H])))
         return self._result(Z, kind, squeeze, flagged, exact, info, t0)
 
@@ -432,11 +465,13 @@ class L1Decoder:
         Returns (ok, worst row residual, ||yb[H]||, z)."""
         if len(H) < self.K:
             return False, np.inf, 0.0, None
-        zb, *_ = np.linalg.lstsq(self.G[H], yb[H], rcond=None)
-        resid = np.abs(yb[H] - self.G[H] @ zb)
-        scale = float(np.linalg.norm(yb[H]))
+        a = float(np.abs(yb[H]).max())
+        a = a if a > 0 else 1.0  # work at unit scale: squares of 1e-200 would underflow to 0
+        zb, *_ = np.linalg.lstsq(self.G[H], yb[H] / a, rcond=None)
+        resid = np.abs(yb[H] / a - self.G[H] @ zb)
+        scale = float(np.linalg.norm(yb[H] / a))
         worst = float(resid.max()) if resid.size else 0.0
-        return worst <= self.rtol * max(scale, 1e-300), worst, scale, zb
+        return worst <= self.rtol * max(scale, 1e-300), worst * a, scale * a, zb * a
 
     def _result(self, Z, kind, squeeze, flagged, exact, info, t0) -> DecodeResult:
         if squeeze:

@@ -255,6 +255,9 @@ class DataEncodingCode(Code):
         ``res.flagged``: the workers whose round-2 reply differs from the honest one (or is NaN/Inf).
         """
         lay = self._require_layout()
+        width = lay.d_b * (lay.o or 1)
+        if tuple(messages.shape) != (self.m, width):
+            raise ValueError(f"round-2 messages must have shape (m={self.m}, d_b*o={width}), got {tuple(messages.shape)}")
         res = self.decoder().decode(messages, missing=missing)
         Z, kind = as_numpy(res.gradient)  # (K, d_b·o)
         g = Z.reshape(self.k * lay.d_b, -1)[: lay.d]
