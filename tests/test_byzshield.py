@@ -311,3 +311,56 @@ def test_custom_aggregator_callable():
     assert not res.exact
     # mean over files, times k, is the sum with file x shifted by one
     np.testing.assert_allclose(res.gradient, G.sum(axis=0) + 1.0, rtol=1e-12)
+
+
+def test_certification_is_sound_under_random_collusion():
+    """Whenever the decoder says exact, the gradient is the true sum and only liars are flagged.
+
+    Liar sets of size <= q, each liar copy honest, a value shared by the liars of that file
+    (collusion), or its own junk, chosen at random; the tests must hit both outcomes.
+    """
+    rng = np.random.default_rng(7)
+    code = ByzShieldCode(5, 3, q=2)
+    G = file_gradients(code, d=8)
+    truth = G.sum(axis=0)
+    outcomes = {True: 0, False: 0}
+    for _ in range(150):
+        M = code.encode(G)
+        liars = rng.choice(code.n, size=int(rng.integers(1, 3)), replace=False)
+        shared = rng.standard_normal((code.k, 8))
+        for w in liars:
+            for p, x in enumerate(code.assignment[w]):
+                kind = rng.integers(3)
+                if kind == 1:
+                    M[w, p] = shared[x]
+                elif kind == 2:
+                    M[w, p] = rng.standard_normal(8)
+        res = code.decode(M)
+        outcomes[res.exact] += 1
+        if res.exact:
+            np.testing.assert_allclose(res.gradient, truth, rtol=1e-12, atol=1e-12)
+            assert set(res.flagged) <= set(int(w) for w in liars)
+    assert outcomes[True] > 10 and outcomes[False] > 10
+
+
+def test_robust_rule_that_cannot_run_on_the_files_is_a_config_error():
+    # q = 6 corrupts 12 of 25 files: Multi-Krum needs n >= 2f+3 = 27 files.
+    with pytest.raises(ValueError, match="n >= 2f\\+3"):
+        ByzShieldCode(5, 3, q=6, aggregator="multi-krum")
+    # q = 7 corrupts 14 files: even the median (n >= 2f+1) cannot keep an honest majority.
+    with pytest.raises(ValueError, match="n >= 2f\\+1"):
+        ByzShieldCode(5, 3, q=7)
+    assert ByzShieldCode(5, 3, q=6).f_files == 12
+
+
+def test_erasures_that_lose_files_skip_the_step():
+    code = ByzShieldCode(5, 3, q=6)  # median sized for f = 12 needs all 25 files
+    G = file_gradients(code)
+    lost = [w for w in range(code.n) if 0 in code.assignment[w]]  # the r holders of file 0
+    res = code.decode(code.encode(G), missing=lost)
+    assert res.info["skipped"] and not res.exact
+    assert (res.gradient == 0).all()
+    # With the default q = s the median needs one file: the other 24 are aggregated.
+    res = ByzShieldCode(5, 3).decode(code.encode(G), missing=lost)
+    assert not res.info["skipped"] and res.info["files_aggregated"] == 24
+    assert_within_honest_range(res.gradient, G, code.k, corrupted=[])
