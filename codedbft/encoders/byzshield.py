@@ -403,12 +403,10 @@ class ByzShieldCode(Code):
         L = mols(self.l, self.r)  # (r, l, l): value v of square a at file (i, j)
         a, i, j = np.indices(L.shape)
         worker = a * self.l + L
-        files = np.empty((self.n, self.l), dtype=np.int64)
         # For a fixed worker the square value fixes j given i, so ordering by (worker, i) lists each
         # worker's files in increasing id i*l + j.
         order = np.lexsort((i.ravel(), worker.ravel()))
-        files[:] = (i * self.l + j).ravel()[order].reshape(self.n, self.l)
-        return files
+        return (i * self.l + j).ravel()[order].reshape(self.n, self.l)
 
     @cached_property
     def assignment(self) -> tuple[tuple[int, ...], ...]:
