@@ -18,7 +18,6 @@ Usage: ``python benchmarks/bench_l1.py [--quick] [--out runs/bench/bench_l1.json
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import platform
