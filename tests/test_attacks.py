@@ -27,6 +27,7 @@ from codedbft.attacks import (
     placement_by_name,
     step_generator,
 )
+from codedbft.attacks.base import draw_hits
 from codedbft.attacks.local import LabelFlip
 from codedbft.attacks.omniscient import population_std_mean
 
@@ -212,6 +213,22 @@ def test_gambler_rate_and_magnitude():
     again = forge("gambler", honest, ids, ctx, p=p, magnitude=mag).numpy()
     assert np.array_equal(out, again)
     assert not np.array_equal(hit[0], hit[1])
+
+
+@pytest.mark.parametrize("p", [0.001, 0.03, 0.2])
+def test_draw_hits_is_an_iid_bernoulli_process(p):
+    numel = 400_000
+    hits = draw_hits(numel, p, AttackContext(generator=torch.Generator().manual_seed(9)), torch.empty(0)).numpy()
+    assert np.all(np.diff(hits) > 0) and hits[0] >= 0 and hits[-1] < numel
+    assert abs(hits.size - numel * p) < 5 * math.sqrt(numel * p * (1 - p))
+    assert scipy.stats.chisquare(np.bincount(hits * 20 // numel, minlength=20)).pvalue > 1e-4
+    # small vectors: entry 0 is hit with probability p, the count is Binomial(numel, p)
+    g = torch.Generator().manual_seed(10)
+    draws = [draw_hits(40, p, AttackContext(generator=g), torch.empty(0)).numpy() for _ in range(3000)]
+    first = np.mean([d.size > 0 and d[0] == 0 for d in draws])
+    assert abs(first - p) < 5 * math.sqrt(p * (1 - p) / 3000) + 1e-3
+    counts = np.array([d.size for d in draws])
+    assert abs(counts.mean() - 40 * p) < 5 * math.sqrt(40 * p * (1 - p) / 3000) + 1e-3
 
 
 def test_collude_rows_identical_wrong_and_scaled_to_honest_norm():

@@ -17,7 +17,7 @@ from codedbft.attacks.base import (
     Attack,
     AttackContext,
     check_finite,
-    draw_mask,
+    draw_hits,
     draw_normal,
     own_messages,
     register,
@@ -88,11 +88,12 @@ class BitFlip(Attack):
         if own.dtype not in _SIGN_BIT:
             raise ValueError(f"bit-flip needs float16/bfloat16/float32/float64 messages, got {own.dtype}")
         int_dtype, sign = _SIGN_BIT[own.dtype]
-        bits = own.view(int_dtype)
         if self.fraction == 1.0:
-            return (bits ^ sign).view(own.dtype)
-        mask = draw_mask(tuple(own.shape), self.fraction, ctx, own)
-        return torch.where(mask, bits ^ sign, bits).view(own.dtype)
+            return (own.view(int_dtype) ^ sign).view(own.dtype)
+        bits = own.view(int_dtype).reshape(-1).clone()
+        hits = draw_hits(bits.numel(), self.fraction, ctx, own)
+        bits[hits] ^= sign
+        return bits.view(own.dtype).view(own.shape)
 
 
 @register
@@ -121,7 +122,9 @@ class Gambler(Attack):
 
     def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
         own = own_messages(ctx, self.name)
-        return own.masked_fill(draw_mask(tuple(own.shape), self.p, ctx, own), self.magnitude)
+        out = own.clone(memory_format=torch.contiguous_format)
+        out.view(-1)[draw_hits(out.numel(), self.p, ctx, out)] = self.magnitude
+        return out
 
 
 @register
