@@ -28,9 +28,9 @@ class LocalBackend:
         self.core: WorkerCore | None = None
         self.scheme: Scheme | None = None
 
-    def start(self, scheme: Scheme, spec: WorkerSpec) -> None:
+    def start(self, scheme: Scheme, spec: WorkerSpec, dataset: Any = None) -> None:
         self.scheme = scheme
-        self.core = WorkerCore(spec)
+        self.core = WorkerCore(spec, dataset)
 
     def broadcast(self, w: torch.Tensor) -> torch.Tensor:
         return w

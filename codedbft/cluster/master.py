@@ -114,7 +114,7 @@ class Master:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Master":
         if not self._started:
-            self.backend.start(self.scheme, self.spec)
+            self.backend.start(self.scheme, self.spec, self.core.ds)
             self._started = True
             if self.rundir is not None and not self.rundir.config_path.exists():
                 self.rundir.write_config({**self.config.to_dict(), "scheme_info": self.scheme.describe()})
@@ -149,7 +149,7 @@ class Master:
                 elif not isinstance(msg, np.ndarray) or msg.shape != shape or msg.dtype != want:
                     bad[i] = True
                 else:
-                    stack[i] = torch.from_numpy(msg)
+                    stack.numpy()[i] = msg  # the one copy: shared read-only buffer -> fixed row
         bad |= nonfinite_rows(stack.detach().cpu().numpy())
         if bad.any():
             stack[torch.from_numpy(bad)] = 0

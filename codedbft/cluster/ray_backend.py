@@ -52,15 +52,16 @@ class RayBackend:
         self.scheme: Scheme | None = None
         self._started_ray = False
 
-    def start(self, scheme: Scheme, spec: WorkerSpec) -> None:
+    def start(self, scheme: Scheme, spec: WorkerSpec, dataset: Any = None) -> None:
+        """Start one actor per worker; ``dataset`` (optional) is put in the object store once."""
         import ray
 
         self._started_ray = init_ray(self.address)
         self.scheme = scheme
         cls = ray.remote(WorkerActorImpl)
         opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
-        env = {"env_vars": {"OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads)}}
-        self.actors = [cls.options(runtime_env=env, **opts).remote(i, spec) for i in range(scheme.n)]
+        self._data_ref = ray.put(dataset) if dataset is not None else None  # kept alive for restarts
+        self.actors = [cls.options(**opts).remote(i, spec, self._data_ref) for i in range(scheme.n)]
         ray.get([a.pid.remote() for a in self.actors])  # wait until every actor is built
 
     def pids(self) -> list[int]:

@@ -80,12 +80,14 @@ def coalition_messages(
 class WorkerCore:
     """The worker's state: its dataset and model, built once from a :class:`WorkerSpec`."""
 
-    def __init__(self, spec: WorkerSpec):
+    def __init__(self, spec: WorkerSpec, dataset: Any = None):
         from codedbft.training import FlatModel, build_model, load_dataset, set_deterministic
 
         set_deterministic(spec.seed, spec.threads)
         self.spec = spec
-        self.ds = load_dataset(spec.dataset, spec.seed, **dict(spec.dataset_params))
+        # A dataset shared by the master (one object in Ray's store) spares every worker process the
+        # generation and the scikit-learn import; otherwise the spec rebuilds it (same seed, same data).
+        self.ds = dataset if dataset is not None else load_dataset(spec.dataset, spec.seed, **dict(spec.dataset_params))
         self.model = FlatModel(build_model(spec.model, self.ds, spec.seed, **dict(spec.model_params)))
 
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -116,9 +118,9 @@ def as_tensor(w: Any) -> torch.Tensor:
 class WorkerActorImpl:
     """The body of the Ray actor (wrapped by ``ray.remote`` in :mod:`codedbft.cluster.ray_backend`)."""
 
-    def __init__(self, worker_id: int, spec: WorkerSpec):
+    def __init__(self, worker_id: int, spec: WorkerSpec, dataset: Any = None):
         self.worker_id = worker_id
-        self.core = WorkerCore(spec)
+        self.core = WorkerCore(spec, dataset)
 
     def pid(self) -> int:
         import os

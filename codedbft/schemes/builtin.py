@@ -51,6 +51,9 @@ class VanillaScheme(Scheme):
         self.n = self.k = config.workers
         rule = config.aggregator or "mean"
         self.aggregator = _rule(rule, config.aggregator_params, config.byzantine)
+        if self.n < self.aggregator.min_n():
+            raise ValueError(f"vanilla with {rule}: needs {self.aggregator.requirement()} "
+                             f"(f={config.byzantine}), got n={self.n}")
 
     @property
     def assignment(self) -> tuple[tuple[int, ...], ...]:
@@ -96,11 +99,18 @@ class DracoScheme(Scheme):
 
 
 class DetoxScheme(Scheme):
-    """DETOX: groups of r (default 3) vote; bucket means of the group outputs; a robust outer rule."""
+    """DETOX: groups of r (default 3) vote; bucket means of the group outputs; a robust outer rule.
+
+    The rule is :class:`~codedbft.aggregators.Hierarchical` (outer default ``"median"``, built with
+    f = floor(b / ceil(r/2))). The vote runs here, with the erasure mask, so a missing member never
+    votes (zero-filled rows of two missing members would otherwise agree); the Hierarchical rule's
+    inner (bucket) and outer steps then run on the group values.
+    """
 
     name = "detox"
 
     def __init__(self, config: SchemeConfig):
+        from codedbft.aggregators import Hierarchical
         from codedbft.encoders import RepetitionCode
 
         self.config = config
@@ -109,12 +119,12 @@ class DetoxScheme(Scheme):
         self.n, self.k, self.r = self.code.n, self.code.k, r
         bucket = config.bucket or 1
         if self.k % bucket:
-            raise ValueError(f"detox bucket size {bucket} must divide the number of groups k={self.k}")
-        self.bucket = bucket
-        #: groups the b Byzantine workers can win: each needs ceil(r/2) of them.
-        self.f_groups = config.byzantine // math.ceil(r / 2)
-        f_buckets = min(self.f_groups, self.k // bucket)
-        self.aggregator = _rule(config.aggregator or "median", config.aggregator_params, f_buckets)
+            raise ValueError(f"detox needs bucket | k: bucket={bucket}, k={self.k} groups")
+        self.aggregator = Hierarchical(group_size=r, bucket=bucket, outer=config.aggregator or "median",
+                                       s=config.byzantine, **dict(config.aggregator_params))
+        if self.k // bucket < self.aggregator.outer.min_n():
+            raise ValueError(f"detox: {self.k // bucket} buckets < the outer rule's minimum "
+                             f"({self.aggregator.outer.requirement()} with f={self.aggregator.f})")
 
     def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
         from codedbft.decoders.majority import majority_vote
@@ -122,12 +132,11 @@ class DetoxScheme(Scheme):
         t0 = time.perf_counter()
         vote = majority_vote(messages, group_size=self.r, missing=missing, rtol=self.code.rtol)
         t1 = time.perf_counter()
-        values = vote.values
-        buckets = values.reshape(self.k // self.bucket, self.bucket, -1).mean(1) if self.bucket > 1 else values
-        grad = self.aggregator(buckets)
+        agg, g = self.aggregator, vote.values
+        buckets = agg.inner(g.reshape(self.k // agg.bucket, agg.bucket, -1))
+        grad = agg.outer(buckets)
         info = dict(vote.info)
         info.update(decode_ms=(t1 - t0) * 1e3, aggregate_ms=(time.perf_counter() - t1) * 1e3,
                     undecided=torch.nonzero(~vote.decided).flatten().tolist())
-        # Exact only when no group could have been won: then every group value is a true gradient and
-        # a robust rule still need not return their mean, so DETOX never claims exactness.
+        # A robust rule over honest group values need not return their mean: DETOX never claims exactness.
         return SchemeResult(grad, vote.flagged, False, info)
