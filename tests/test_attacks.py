@@ -218,13 +218,15 @@ def test_gambler_rate_and_magnitude():
 @pytest.mark.parametrize("p", [0.001, 0.03, 0.2])
 def test_draw_hits_is_an_iid_bernoulli_process(p):
     numel = 400_000
-    hits = draw_hits(numel, p, AttackContext(generator=torch.Generator().manual_seed(9)), torch.empty(0)).numpy()
+    hits = draw_hits(numel, p, AttackContext(generator=torch.Generator().manual_seed(9)), torch.empty(0))
+    hits = (torch.nonzero(hits).flatten() if hits.dtype == torch.bool else hits).numpy()
     assert np.all(np.diff(hits) > 0) and hits[0] >= 0 and hits[-1] < numel
     assert abs(hits.size - numel * p) < 5 * math.sqrt(numel * p * (1 - p))
     assert scipy.stats.chisquare(np.bincount(hits * 20 // numel, minlength=20)).pvalue > 1e-4
     # small vectors: entry 0 is hit with probability p, the count is Binomial(numel, p)
     g = torch.Generator().manual_seed(10)
-    draws = [draw_hits(40, p, AttackContext(generator=g), torch.empty(0)).numpy() for _ in range(3000)]
+    draws = [draw_hits(40, p, AttackContext(generator=g), torch.empty(0)) for _ in range(3000)]
+    draws = [(torch.nonzero(d).flatten() if d.dtype == torch.bool else d).numpy() for d in draws]
     first = np.mean([d.size > 0 and d[0] == 0 for d in draws])
     assert abs(first - p) < 5 * math.sqrt(p * (1 - p) / 3000) + 1e-3
     counts = np.array([d.size for d in draws])

@@ -165,18 +165,18 @@ _SPARSE_P = 0.05
 
 
 def draw_hits(numel: int, p: float, ctx: AttackContext, like: torch.Tensor) -> torch.Tensor:
-    """Sorted flat indices of the entries hit by i.i.d. Bernoulli(p) trials over ``numel`` entries.
+    """The entries of a flat ``numel`` vector hit by i.i.d. Bernoulli(p) trials, from ``ctx.generator``.
 
-    Drawn from ``ctx.generator`` on its device (so the same seed hits the same entries whatever the
-    messages' dtype and device), returned as int64 on ``like``'s device. For p > 0.05 the draw is
-    ``torch.rand(numel) < p`` (float32); for smaller p the gaps between hits are Geometric(p).
+    Returns a bool mask (numel,) when p > 0.05 (one float32 uniform per entry, ``U < p``), else the
+    sorted int64 indices of the hits (Geometric(p) gaps); either indexes a flat tensor the same way
+    (``flat[hits]``). Drawn on the generator's device, so the same seed hits the same entries whatever
+    the messages' dtype and device, and moved to ``like``'s device.
     """
     g = ctx.generator
+    if p > _SPARSE_P:
+        return (torch.rand(numel, generator=g, device=g.device, dtype=torch.float32) < p).to(like.device)
     if numel == 0 or p <= 0.0:
         return torch.empty(0, dtype=torch.int64, device=like.device)
-    if p > _SPARSE_P:
-        hit = torch.rand(numel, generator=g, device=g.device, dtype=torch.float32) < p
-        return torch.nonzero(hit).flatten().to(like.device)
     mean = numel * p
     chunk = int(mean + 6.0 * math.sqrt(mean) + 16)  # rarely too few: then draw another chunk
     parts, last = [], -1
