@@ -88,9 +88,9 @@ class BitFlip(Attack):
         if own.dtype not in _SIGN_BIT:
             raise ValueError(f"bit-flip needs float16/bfloat16/float32/float64 messages, got {own.dtype}")
         int_dtype, sign = _SIGN_BIT[own.dtype]
-        if self.fraction == 1.0:
-            return (own.view(int_dtype) ^ sign).view(own.dtype)
         bits = own.view(int_dtype)
+        if self.fraction == 1.0:
+            return (bits ^ sign).view(own.dtype)
         hits = draw_hits(own.numel(), self.fraction, ctx, own)
         if hits.dtype == torch.bool:  # dense: one pass beats gathering half the entries
             return torch.where(hits.view(own.shape), bits ^ sign, bits).view(own.dtype)
