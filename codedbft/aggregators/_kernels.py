@@ -188,3 +188,12 @@ def row_sq_norms(x3: torch.Tensor) -> torch.Tensor:
         _threads()
         return torch.from_numpy(_numba().sqnorm_kernel(x3.numpy()))
     return torch.linalg.vector_norm(x3.double(), dim=-1) ** 2
+
+
+def sign_vote(x3: torch.Tensor) -> torch.Tensor:
+    """``sign(sum_i sign(x_i))`` per coordinate, ``(B, n, d) -> (B, d)`` (a tie gives 0)."""
+    if use_numba(x3):
+        _threads()
+        return torch.from_numpy(_numba().sign_vote_kernel(x3.numpy()))
+    # float sums of +-1/0 are exact up to 2^24 inputs
+    return torch.sign(x3).sum(dim=1).sign()

@@ -175,3 +175,23 @@ def sqnorm_kernel(x):  # pragma: no cover - compiled
             acc += u * u
         out[b, i] = acc
     return out
+
+
+@njit(parallel=True, cache=True)
+def sign_vote_kernel(x):  # pragma: no cover - compiled
+    B, n, d = x.shape
+    BLK = 1024
+    nblk = (d + BLK - 1) // BLK
+    out = np.empty((B, d), dtype=x.dtype)
+    for t in prange(B * nblk):
+        b = t // nblk
+        s = (t % nblk) * BLK
+        w = min(BLK, d - s)
+        acc = np.zeros(BLK, dtype=np.int32)
+        for i in range(n):
+            for c in range(w):
+                v = x[b, i, s + c]
+                acc[c] += np.int32(v > 0) - np.int32(v < 0)
+        for c in range(w):
+            out[b, s + c] = (acc[c] > 0) - (acc[c] < 0)
+    return out

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from codedbft.aggregators import _kernels
 from codedbft.aggregators.base import FRule
 
 
@@ -45,7 +46,7 @@ class CenteredClipping(FRule):
             v = self.v.reshape(B, d).to(dtype=x3.dtype, device=x3.device)
         for _ in range(self.iters):
             u = x3 - v.unsqueeze(1)
-            norm = torch.linalg.vector_norm(u, dim=2, dtype=torch.float64)
+            norm = _kernels.row_sq_norms(u).to(u.device).sqrt()  # float64 accumulation, no f64 copy
             scale = torch.clamp(self.tau / norm.clamp(min=1e-300), max=1.0)
             v = v + torch.bmm((scale / n).to(x3.dtype).unsqueeze(1), u).squeeze(1)
         return v

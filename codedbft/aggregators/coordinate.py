@@ -72,5 +72,5 @@ class SignMajority(Aggregator):
     name = "sign-majority"
 
     def _aggregate(self, x3: torch.Tensor) -> torch.Tensor:
-        votes = (x3 > 0).sum(dim=1) - (x3 < 0).sum(dim=1)
-        return votes.sign().to(x3.dtype)
+        # torch.sign alone costs ~4 means on CPU: one fused counting pass instead
+        return _kernels.sign_vote(x3).to(x3.device)
