@@ -24,7 +24,8 @@ class RunConfig:
 
     Scheme: ``scheme``, ``aggregator``, ``aggregator_params``, ``workers`` (n), ``byzantine`` (b),
     ``tolerate`` (s of the code, default b), ``group_size`` (DETOX r), ``bucket``, ``scheme_params``.
-    Adversary: ``attack`` (None or "none": no attack), ``attack_params``, ``placement``,
+    Adversary: ``attack`` (None or "none": no attack), ``attack_params`` (None: see
+    :attr:`attack_kwargs`), ``placement``,
     ``placement_ids`` (for "fixed"), ``redraw`` (random placement redrawn every step).
     Data: ``dataset``, ``model``, their params, ``batch_size`` (global: k partitions of
     batch_size // k samples), ``steps``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``seed``.
@@ -47,7 +48,7 @@ class RunConfig:
     scheme_params: Mapping[str, Any] = field(default_factory=dict)
 
     attack: str | None = "omniscient"
-    attack_params: Mapping[str, Any] = field(default_factory=lambda: {"c": 10.0})
+    attack_params: Mapping[str, Any] | None = None
     placement: str = "random"
     placement_ids: tuple[int, ...] | None = None
     redraw: bool = False
@@ -98,6 +99,14 @@ class RunConfig:
             raise ValueError(f"isolate_after must be >= 1, got {self.isolate_after}")
         if self.address is not None and self.backend != "ray":
             raise ValueError("--address names a Ray cluster: it needs backend='ray'")
+
+    @property
+    def attack_kwargs(self) -> dict[str, Any]:
+        """The attack's parameters; unset (None) means the attack's own defaults, except for the
+        default job's omniscient attack, whose c = 10 makes it break plain averaging."""
+        if self.attack_params is not None:
+            return dict(self.attack_params)
+        return {"c": 10.0} if self.attack == "omniscient" else {}
 
     @property
     def attacked(self) -> bool:

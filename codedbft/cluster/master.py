@@ -94,7 +94,7 @@ class Master:
         if config.attacked:
             from codedbft.attacks import by_name
 
-            self.attack = by_name(config.attack, **dict(config.attack_params))
+            self.attack = by_name(config.attack, **config.attack_kwargs)
         self.placement = _placement(config, self.scheme) if config.byzantine > 0 else None
         self.core = WorkerCore(self.spec)  # the master's own copy: evaluation and logged loss
         self.w = self.core.model.init_params()
@@ -170,7 +170,7 @@ class Master:
         timings: dict[str, float] = {"broadcast_ms": (t_bc - t0) * 1e3}
         gen = self.scheme.protocol(t, self.active.copy())
         order = next(gen)
-        erasures = 0
+        erasures = self.scheme.n - len(order.workers)  # isolated workers: erasures by decision
         rounds = 0
         while True:
             got = self.backend.execute(order, handle, t, byz, adversary, cfg.timeout_s)

@@ -50,14 +50,23 @@ class RayBackend:
         self.max_restarts = max_restarts
         self.actors: list[Any] = []
         self.scheme: Scheme | None = None
+        self._spec: WorkerSpec | None = None
         self._started_ray = False
 
     def start(self, scheme: Scheme, spec: WorkerSpec, dataset: Any = None) -> None:
-        """Start one actor per worker; ``dataset`` (optional) is put in the object store once."""
+        """Start one actor per worker; ``dataset`` (optional) is put in the object store once.
+
+        A backend already running actors for the same worker spec and n is reused as is (warm
+        actors for successive masters: their process start-up costs seconds each).
+        """
         import ray
 
-        self._started_ray = init_ray(self.address)
         self.scheme = scheme
+        if self.actors and self._spec == spec and len(self.actors) == scheme.n:
+            return
+        self.close()
+        self._started_ray = init_ray(self.address) or self._started_ray
+        self._spec = spec
         cls = ray.remote(WorkerActorImpl)
         opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
         self._data_ref = ray.put(dataset) if dataset is not None else None  # kept alive for restarts
@@ -139,6 +148,7 @@ class RayBackend:
             except Exception:  # already gone
                 pass
         self.actors = []
+        self._spec = None
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False

@@ -1,0 +1,22 @@
+"""Shared fixtures. Ray tests use ONE session-scoped local Ray instance (run them through
+``/work/shared/tools/loopback python -m pytest ...`` so Ray binds to a private loopback)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance shared by every Ray test of the session, shut down at the end."""
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        started = True
+    yield ray
+    if started:
+        ray.shutdown()
