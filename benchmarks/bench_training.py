@@ -11,7 +11,7 @@ and the ratios ``exact / vmap`` and ``exact / naive``. It also re-measures the p
 the design: whether each row of the vmap result has the same bytes as the partition computed alone
 (``vmap bit-exact``), and the same for ``exact`` (must always be ``yes``).
 
-    python benchmarks/bench_training.py [--quick] [--threads 2] [--out runs/bench/training.json]
+    python benchmarks/bench_training.py [--quick] [--threads 1] [--out runs/bench/training.json]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def bench_case(dsname: str, mname: str, opts: dict, k: int, b: int, repeats: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two cases, few repeats (smoke run)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (1: stable on a shared machine)")
     ap.add_argument("--k", type=int, default=15)
     ap.add_argument("--b", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=None)

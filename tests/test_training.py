@@ -25,11 +25,22 @@ from codedbft.training import (
 from codedbft.training.datasets import _mnist1d_arrays
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread per test (restored after): two OpenMP threads on this shared 2-core
+    machine are pathologically slow under load. The two-thread case is covered by the fresh-process
+    test, which sets it explicitly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def deterministic():
-    """set_deterministic(0, threads=2) for one test, then restore the process-wide torch settings."""
+    """set_deterministic(0, threads=1) for one test, then restore the process-wide torch settings."""
     was_det, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    set_deterministic(0, threads=2)
+    set_deterministic(0, threads=1)
     yield
     torch.use_deterministic_algorithms(was_det)
     torch.set_num_threads(threads)
@@ -234,16 +245,17 @@ _SUBPROCESS = textwrap.dedent(
     """
     import hashlib, pickle, sys, torch
     from codedbft.training import FlatModel, build_model, set_deterministic
-    set_deterministic(0, threads=2)
     with open(sys.argv[1], "rb") as f:  # the parent's Dataset: spares this process the sklearn import
         ds = pickle.load(f)
     X, y = ds.partition_batch(step=7, k=6, b=20, seed=3)
-    for name, opts in [("logreg", {}), ("mlp", {}), ("cnn1d", {"channels": 4})]:
-        fm = FlatModel(build_model(name, ds, seed=0, **opts))
-        w = fm.init_params()
-        # partition 4 in a call of 3, at position 1, with other neighbours than in the parent
-        G = fm.partition_gradients(w, X[[0, 4, 5]], y[[0, 4, 5]])
-        print(name, hashlib.sha256(G[1].numpy().tobytes()).hexdigest())
+    for threads in (1, 2):
+        set_deterministic(0, threads=threads)
+        for name, opts in [("logreg", {}), ("mlp", {}), ("cnn1d", {"channels": 4})]:
+            fm = FlatModel(build_model(name, ds, seed=0, **opts))
+            w = fm.init_params()
+            # partition 4 in a call of 3, at position 1, with other neighbours than in the parent
+            G = fm.partition_gradients(w, X[[0, 4, 5]], y[[0, 4, 5]])
+            print(f"{threads}/{name}", hashlib.sha256(G[1].numpy().tobytes()).hexdigest())
     """
 )
 
@@ -262,6 +274,10 @@ def test_partition_gradient_bits_independent_of_batch_and_position(deterministic
         alone = fm.partition_gradient(w, X[j].clone(), y[j].clone())
         assert _sha(alone) == _sha(G[j])  # alone == in a batch of k
         assert _sha(Gp[int((perm == j).nonzero())]) == _sha(G[j])  # another position, other neighbours
+    # a pickled copy (how Ray ships it to an actor) gives the same bytes, before and after vmap use
+    FlatModel(fm.model, batching="vmap").partition_gradients(w, X, y)
+    shipped = pickle.loads(pickle.dumps(fm))
+    assert _sha(shipped.partition_gradients(w, X, y)) == _sha(G)
     # a misaligned view of the same data (offset by 3 floats in a bigger buffer) gives the same bytes
     buf = torch.empty(X.numel() + 3)
     Xu = buf[3:].view_as(X)
@@ -281,10 +297,12 @@ def test_partition_gradient_bits_identical_in_a_fresh_process(deterministic, tmp
     (tmp_path / "ds.pkl").write_bytes(pickle.dumps(ds))
     X, y = ds.partition_batch(step=7, k=6, b=20, seed=3)
     expected = {}
-    for name, opts in [("logreg", {}), ("mlp", {}), ("cnn1d", {"channels": 4})]:
-        fm = FlatModel(build_model(name, ds, seed=0, **opts))
-        expected[name] = _sha(fm.partition_gradients(fm.init_params(), X, y)[4])
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)  # the fixture restores the original count
+        for name, opts in [("logreg", {}), ("mlp", {}), ("cnn1d", {"channels": 4})]:
+            fm = FlatModel(build_model(name, ds, seed=0, **opts))
+            expected[f"{threads}/{name}"] = _sha(fm.partition_gradients(fm.init_params(), X, y)[4])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", _SUBPROCESS, str(tmp_path / "ds.pkl")], capture_output=True, text=True, check=True, env=env, timeout=120
     ).stdout

@@ -19,6 +19,10 @@ def set_deterministic(seed: int, threads: int | None = None) -> None:
     ``torch.use_deterministic_algorithms(True)`` (which raises on ops with no deterministic kernel
     instead of silently differing). ``CUBLAS_WORKSPACE_CONFIG`` is set for CUDA's deterministic
     cuBLAS; it must be in the environment before the first cuBLAS call, hence set here early.
+
+    Prefer ``threads=1`` for worker processes when several share a machine: measured on a loaded
+    2-core host, two OpenMP threads per process made a small model's gradient 10-100x slower than
+    one (threads spin waiting for a core), and single-threaded kernels are the same in every actor.
     """
     if threads is not None and threads < 1:
         raise ValueError(f"threads >= 1 required, got {threads}")

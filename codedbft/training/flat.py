@@ -101,6 +101,13 @@ class FlatModel:
         # (dtype, device) -> (module copy whose parameters are views of buf, buf, parameters in order)
         self._engines: dict[tuple[torch.dtype, torch.device], tuple[nn.Module, torch.Tensor, list[nn.Parameter]]] = {}
 
+    def __getstate__(self) -> dict:
+        # The vmapped closure does not pickle and the engines are caches: rebuild both on arrival
+        # (Ray ships a FlatModel to each actor this way).
+        state = self.__dict__.copy()
+        state["_vmapped"], state["_engines"] = None, {}
+        return state
+
     # ---------------------------------------------------------------- parameter vector
     def init_params(self) -> torch.Tensor:
         """The module's (seeded) initial parameters as a fresh float32 ``(d,)`` tensor."""
