@@ -1,0 +1,87 @@
+"""``codedbft train``: invalid combinations exit with code 2 before anything starts (no Ray import),
+config files with flag overrides, and ``--resume`` reaching the uninterrupted run's model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from codedbft.cli import main
+
+INVALID = [
+    (["--workers", "14"], "must divide n=14"),
+    (["--workers", "3", "--byzantine", "2"], "2s+1"),
+    (["--scheme", "draco-cyclic", "--workers", "4", "--byzantine", "2"], "2s"),
+    (["--scheme", "detox", "--workers", "15", "--bucket", "2"], "bucket"),
+    (["--scheme", "vanilla", "--aggregator", "krum", "--workers", "5", "--byzantine", "2"], "n >="),
+    (["--scheme", "draco-repetition", "--aggregator", "krum"], "aggregator"),
+    (["--attack", "nonsense"], "unknown attack"),
+    (["--placement", "fixed"], "placement_ids"),
+    (["--backend", "local", "--address", "10.0.0.1:6379"], "address"),
+    (["--batch-size", "2"], "batch_size"),
+    (["--byzantine", "16"], "byzantine <= workers"),
+    (["--dataset", "cifar"], "unknown dataset"),
+    (["--scheme", "nope"], "invalid choice"),
+]
+
+
+def test_invalid_combinations_exit_2_without_starting_ray(tmp_path):
+    """One subprocess checks every case: exit code 2, the constraint in the message, Ray never imported."""
+    script = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from codedbft.cli import main
+        for argv, match in {INVALID!r}:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                try:
+                    main(["train", "--no-progress", "--run-dir", {str(tmp_path)!r}, *argv])
+                    code = 0
+                except SystemExit as e:
+                    code = e.code
+            assert code == 2, (argv, code, err.getvalue())
+            assert match in err.getvalue(), (argv, err.getvalue())
+        assert "ray" not in sys.modules, "Ray was imported for an invalid configuration"
+        print("ok", len({INVALID!r}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"ok {len(INVALID)}"
+
+
+def test_config_file_with_flag_overrides_and_resume(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(textwrap.dedent("""
+        backend: local
+        workers: 6
+        byzantine: 1
+        model: logreg
+        batch-size: 60
+        steps: 3
+        lr: 0.5
+        checkpoint_every: 4
+        attack: sign-flip
+        attack_params: {c: 4}
+    """))
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", "--config", str(cfg), "--steps", "9", "--run-dir", str(full), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "model_sha256" in table and "final_test_accuracy" in table
+    config = json.loads((full / "config.json").read_text())
+    assert config["steps"] == 9 and config["lr"] == 0.5 and config["attack_params"] == {"c": 4}
+    # The same run stopped at step 6 (checkpoint at 4), then resumed to 9.
+    assert main(["train", "--config", str(cfg), "--steps", "6", "--run-dir", str(cut), "--no-progress"]) == 0
+    assert main(["train", "--resume", str(cut), "--steps", "9", "--no-progress"]) == 0
+    a = json.loads((full / "summary.json").read_text())
+    b = json.loads((cut / "summary.json").read_text())
+    assert a["model_sha256"] == b["model_sha256"] and b["steps"] == 9
+    assert a["flagged_total"] == b["flagged_total"] == 9
+
+
+def test_resume_of_a_missing_directory_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--resume", str(tmp_path / "nothing")])
+    assert e.value.code == 2
