@@ -63,8 +63,8 @@ _DEFLATE_GAP = 1e3
 _POOL_SLACK = 4096
 #: The pool is redrawn after this many decodes (drawing d Gaussians costs about half a sum).
 _POOL_REFRESH = 64
-#: Column chunk (elements per row) for the upcast path of non-float64 messages: fits in L2.
-_CHUNK_ELEMS = 1 << 17
+#: Elements per column chunk of the fused first pass (a 2 MiB float64 chunk stays in cache).
+_CHUNK_ELEMS = 1 << 18
 
 
 def _default_rtol(dtype: np.dtype) -> float:
@@ -98,7 +98,7 @@ class SyndromeDecoder:
     ``budget`` (⌊(2s−m)/2⌋), ``time_ms`` (project / locate / combine / total), ``passes``.
     """
 
-    def __init__(self, code: "CyclicMDSCode", *, rtol: float | None = None, projections: int = 1,
+    def __init__(self, code: "CyclicMDSCode", *, rtol: float | None = None, projections: int = 2,
                  seed: int | None = None, cache_size: int = 256):
         if projections < 1:
             raise ValueError(f"projections must be >= 1, got {projections}")
@@ -128,22 +128,29 @@ class SyndromeDecoder:
         return [self._pool[o:o + d] for o in offs]
 
     @staticmethod
-    def _project(M: np.ndarray, R: list[np.ndarray]) -> np.ndarray:
-        """(n, p) float64 ``M @ r_j`` in one pass per vector (upcasting column chunks if needed)."""
+    def _first_pass(M: np.ndarray, R: list[np.ndarray], rows: np.ndarray,
+                    u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One pass over M, column chunk by column chunk (each chunk stays in cache):
+
+        ``y = M @ [r_1 .. r_p]`` (n, p) float64 and the candidate answer ``Σ_{i∈rows} u_i m_i`` (d,)
+        float64, the sum weights of the no-error case. Non-float64 chunks are upcast in cache.
+        Rows outside ``rows`` (missing replies, any content) are never read into the sum.
+        """
         n, d = M.shape
-        y = np.empty((n, len(R)))
+        y = np.zeros((n, len(R)))
+        out = np.empty(d)
+        idx = None if rows.all() else np.flatnonzero(rows)
+        step = max(1024, _CHUNK_ELEMS // max(n, 1))
         with np.errstate(over="ignore", invalid="ignore"):
-            if M.dtype == np.float64:
-                for j, r in enumerate(R):
-                    np.dot(M, r, out=y[:, j])
-                return y
-            y[:] = 0.0
-            step = max(1, _CHUNK_ELEMS // max(n, 1))
             for a in range(0, d, step):
-                chunk = M[:, a:a + step].astype(np.float64)
+                b = min(a + step, d)
+                chunk = M[:, a:b]
+                if chunk.dtype != np.float64:
+                    chunk = chunk.astype(np.float64)
                 for j, r in enumerate(R):
-                    y[:, j] += chunk @ r[a:a + step]
-        return y
+                    y[:, j] += chunk @ r[a:b]
+                np.dot(u, chunk if idx is None else chunk[idx], out=out[a:b])
+        return y, out
 
     @staticmethod
     def _combine(M: np.ndarray, u: np.ndarray, rows: np.ndarray, safe_zero: bool) -> np.ndarray:
@@ -285,16 +292,19 @@ class SyndromeDecoder:
         rtol = self.rtol if self.rtol is not None else _default_rtol(arr.dtype)
         miss = missing_mask(missing, n)
 
-        y = self._project(M, self._random_vectors(M.shape[1]))
+        # no-error sum weights over the present rows (all ones when nobody is missing)
+        _, u0, _, _ = self._solver(~miss) if (~miss).sum() >= 1 else (None, np.zeros(0), None, None)
+        y, g0 = self._first_pass(M, self._random_vectors(M.shape[1]), ~miss, u0)
         t1 = time.perf_counter()
-        nonfinite = ~np.isfinite(y).all(axis=1)
+        unreadable = ~np.isfinite(y).all(axis=1)  # holds NaN/Inf (or overflows): never multiply by 0
+        nonfinite = unreadable & ~miss  # a missing row's content is irrelevant: not flagged
         erased = miss | nonfinite
         m = int(erased.sum())
         valid = ~erased
         budget = (2 * s - m) // 2 if m <= 2 * s else -1
         info: dict[str, Any] = {
             "erasures": tuple(int(i) for i in np.flatnonzero(erased)),
-            "nonfinite": tuple(int(i) for i in np.flatnonzero(nonfinite & ~miss)),
+            "nonfinite": tuple(int(i) for i in np.flatnonzero(nonfinite)),
             "budget": budget, "projections": self.projections, "rtol": rtol,
         }
 
@@ -319,9 +329,15 @@ class SyndromeDecoder:
         t2 = time.perf_counter()
 
         _, u, _, _ = self._solver(keep)
-        # excluded rows are safe to multiply by 0 unless their projection was non-finite
-        safe = not nonfinite[~keep].any()
-        grad = self._combine(M, u, keep, safe).reshape(out_shape)
+        passes = 1
+        if np.array_equal(keep, ~miss):
+            grad = g0  # the fused first pass already summed exactly these rows
+        else:
+            passes = 2
+            # excluded rows are safe to multiply by 0 unless their projection was non-finite
+            safe = not unreadable[~keep].any()
+            grad = self._combine(M, u, keep, safe)
+        grad = grad.reshape(out_shape)
         t3 = time.perf_counter()
 
         flagged = nonfinite | errors
@@ -329,7 +345,7 @@ class SyndromeDecoder:
             suspects=tuple(int(i) for i in np.flatnonzero(suspects)),
             confirmed=tuple(int(i) for i in np.flatnonzero(confirmed)),
             residuals=rel, locator=locator, iterations=iterations, reason=reason,
-            kept=int(keep.sum()), passes=1 + self.projections,
+            kept=int(keep.sum()), passes=passes,
             # rounding of the sum grows like eps · Σ|u_i| |m_i|: adjacent erasures make it large
             amplification=float(np.abs(u).sum() / n),
             time_ms={"project": (t1 - t0) * 1e3, "locate": (t2 - t1) * 1e3,

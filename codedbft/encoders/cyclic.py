@@ -58,7 +58,7 @@ class CyclicMDSCode(Code):
         ValueError: n < 2s + 1, n even, or s < 0.
     """
 
-    def __init__(self, n: int, s: int, *, rtol: float | None = None, projections: int = 1,
+    def __init__(self, n: int, s: int, *, rtol: float | None = None, projections: int = 2,
                  seed: int | None = None):
         n, s = int(n), int(s)
         if s < 0:
