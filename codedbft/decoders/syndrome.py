@@ -6,9 +6,11 @@ support e, missing workers are m erasures, and the code corrects 2e + m <= 2s (C
 ICML 2018, §4; codes.md §2). Decoding never touches the d coordinates more than twice:
 
 1. *project* (one O(n d) pass): ``y = M r`` for a private random vector r ∈ R^d (Gaussian, drawn by
-   the master and never sent). For a fixed error row e_i, ``e_i · r`` is non-zero with probability
-   one, so the rows in error are the rows in error of the scalar word y. Rows whose projection is
-   non-finite hold NaN/Inf (or overflow): they are erasures, and flagged.
+   the master and never sent), kept as p partial projections over p groups of coordinates. For a
+   fixed error row e_i, ``e_i · r`` is non-zero with probability one, so the rows in error are the
+   rows in error of these scalar words. Rows whose projection is non-finite hold NaN/Inf (or
+   overflow): they are erasures, and flagged. The same pass already sums the rows with the
+   no-error weights (all ones), so a fault-free step costs one pass.
 2. *locate* (O(n s) scalars): the 2s syndromes ``S_l = Σ_i y_i X_i^{K+1+l}`` (X_i = ω^{−i}, the
    DFT at the parity frequencies) satisfy ``S_l = Σ_j E_j X_j^l`` over the errors j. Erasures are
    removed with Forney's modified syndromes ``T_l = Σ_k γ_k S_{l+k}`` (γ: coefficients of the
@@ -87,8 +89,9 @@ class SyndromeDecoder:
         code: the cyclic MDS code.
         rtol: tolerance on the standardised relative residuals (None: 1e-11 for float64 messages,
             1e-5 for float32).
-        projections: number p of private random vectors (p O(n d) passes; the probability that an
-            error row of relative size δ hides below rtol in every projection is about (rtol/δ)^p).
+        projections: number p of coordinate groups projected separately on the private vector, in
+            the same single pass (see :meth:`_first_pass`): an error row spread over the
+            coordinates hides below rtol in every group with probability about (rtol/δ)^p.
         seed: seed of the private random vectors (None: OS entropy).
         cache_size: combination/interpolation matrices kept, one per row pattern.
 
@@ -98,7 +101,7 @@ class SyndromeDecoder:
     ``budget`` (⌊(2s−m)/2⌋), ``time_ms`` (project / locate / combine / total), ``passes``.
     """
 
-    def __init__(self, code: "CyclicMDSCode", *, rtol: float | None = None, projections: int = 2,
+    def __init__(self, code: "CyclicMDSCode", *, rtol: float | None = None, projections: int = 4,
                  seed: int | None = None, cache_size: int = 256):
         if projections < 1:
             raise ValueError(f"projections must be >= 1, got {projections}")
@@ -118,37 +121,42 @@ class SyndromeDecoder:
         self._cache_size = cache_size
 
     # ---------------------------------------------------------------- the two O(n d) passes
-    def _random_vectors(self, d: int) -> list[np.ndarray]:
-        """p fresh private Gaussian vectors of length d: random windows of a cached Gaussian pool."""
+    def _random_vector(self, d: int) -> np.ndarray:
+        """A fresh private Gaussian vector of length d: a random window of a cached Gaussian pool."""
         if self._pool is None or self._pool.size < d + _POOL_SLACK or self._pool_uses >= _POOL_REFRESH:
             self._pool = self._rng.standard_normal(d + _POOL_SLACK)
             self._pool_uses = 0
         self._pool_uses += 1
-        offs = self._rng.integers(0, self._pool.size - d + 1, size=self.projections)
-        return [self._pool[o:o + d] for o in offs]
+        o = int(self._rng.integers(0, self._pool.size - d + 1))
+        return self._pool[o:o + d]
 
-    @staticmethod
-    def _first_pass(M: np.ndarray, R: list[np.ndarray], rows: np.ndarray,
+    def _first_pass(self, M: np.ndarray, r: np.ndarray, rows: np.ndarray,
                     u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One pass over M, column chunk by column chunk (each chunk stays in cache):
 
-        ``y = M @ [r_1 .. r_p]`` (n, p) float64 and the candidate answer ``Σ_{i∈rows} u_i m_i`` (d,)
-        float64, the sum weights of the no-error case. Non-float64 chunks are upcast in cache.
-        Rows outside ``rows`` (missing replies, any content) are never read into the sum.
+        * ``y`` (n, p) float64: column j is the projection ``M[:, C_j] @ r[C_j]`` on the coordinates
+          C_j of every p-th chunk. Each is the projection of a codeword, hence a codeword, so the p
+          columns are p scalar words sharing one error support (stacked in the locator, max-ed in
+          the verification): an error row hides only if it hides in every group, for the price of a
+          single projection pass;
+        * the candidate answer ``Σ_{i∈rows} u_i m_i`` (d,) float64 with the no-error sum weights.
+
+        Non-float64 chunks are upcast in cache. Rows outside ``rows`` (missing replies, any
+        content) are never read into the sum.
         """
         n, d = M.shape
-        y = np.zeros((n, len(R)))
+        p = self.projections
+        y = np.zeros((n, p))
         out = np.empty(d)
         idx = None if rows.all() else np.flatnonzero(rows)
-        step = max(1024, _CHUNK_ELEMS // max(n, 1))
+        step = max(1, min(max(1024, _CHUNK_ELEMS // max(n, 1)), -(-d // p)))
         with np.errstate(over="ignore", invalid="ignore"):
-            for a in range(0, d, step):
+            for c, a in enumerate(range(0, d, step)):
                 b = min(a + step, d)
                 chunk = M[:, a:b]
                 if chunk.dtype != np.float64:
                     chunk = chunk.astype(np.float64)
-                for j, r in enumerate(R):
-                    y[:, j] += chunk @ r[a:b]
+                y[:, c % p] += chunk @ r[a:b]
                 np.dot(u, chunk if idx is None else chunk[idx], out=out[a:b])
         return y, out
 
@@ -294,7 +302,7 @@ class SyndromeDecoder:
 
         # no-error sum weights over the present rows (all ones when nobody is missing)
         _, u0, _, _ = self._solver(~miss) if (~miss).sum() >= 1 else (None, np.zeros(0), None, None)
-        y, g0 = self._first_pass(M, self._random_vectors(M.shape[1]), ~miss, u0)
+        y, g0 = self._first_pass(M, self._random_vector(M.shape[1]), ~miss, u0)
         t1 = time.perf_counter()
         unreadable = ~np.isfinite(y).all(axis=1)  # holds NaN/Inf (or overflows): never multiply by 0
         nonfinite = unreadable & ~miss  # a missing row's content is irrelevant: not flagged

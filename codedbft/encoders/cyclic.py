@@ -50,15 +50,15 @@ class CyclicMDSCode(Code):
         s: Byzantine workers tolerated; needs n >= 2s + 1.
         rtol: the decoder's tolerance on standardised relative residuals (None: 1e-11 for
             float64 messages, 1e-5 for lower precision).
-        projections: private random projections the decoder locates errors on (see
-            :class:`~codedbft.decoders.syndrome.SyndromeDecoder`).
+        projections: coordinate groups the decoder projects separately on its private random
+            vector, in one pass (see :class:`~codedbft.decoders.syndrome.SyndromeDecoder`).
         seed: seed of the decoder's private random vectors (None: fresh OS entropy).
 
     Raises:
         ValueError: n < 2s + 1, n even, or s < 0.
     """
 
-    def __init__(self, n: int, s: int, *, rtol: float | None = None, projections: int = 2,
+    def __init__(self, n: int, s: int, *, rtol: float | None = None, projections: int = 4,
                  seed: int | None = None):
         n, s = int(n), int(s)
         if s < 0:
