@@ -208,6 +208,11 @@ class SyndromeDecoder:
             return hit
         r = self._V.shape[1]
         VU = self._V[U]
+        if VU.shape[0] == 0:  # nobody replied: nothing to interpolate (never certified)
+            z = np.zeros((r, 0))
+            hit = (z, np.zeros(0), np.zeros((0, 0)), np.ones(self.n))
+            self._cache[key] = hit
+            return hit
         Q, R = np.linalg.qr(VU, mode="complete")
         Rr = R[:r]
         if VU.shape[0] >= r and np.abs(np.diag(Rr)).min() > 0:
@@ -301,7 +306,7 @@ class SyndromeDecoder:
         miss = missing_mask(missing, n)
 
         # no-error sum weights over the present rows (all ones when nobody is missing)
-        _, u0, _, _ = self._solver(~miss) if (~miss).sum() >= 1 else (None, np.zeros(0), None, None)
+        _, u0, _, _ = self._solver(~miss)
         y, g0 = self._first_pass(M, self._random_vector(M.shape[1]), ~miss, u0)
         t1 = time.perf_counter()
         unreadable = ~np.isfinite(y).all(axis=1)  # holds NaN/Inf (or overflows): never multiply by 0
