@@ -106,3 +106,35 @@ def test_default_job_trains_through_an_attack_that_breaks_averaging():
     assert s["flagged_total"] == 2 * 300 and s["inexact_steps"] == 0
     vanilla = Master(RunConfig(backend="local", scheme="vanilla", steps=100))
     assert vanilla.run()["final_test_accuracy"] < 0.5
+
+
+RRR = dict(backend="local", scheme="rrr", workers=15, byzantine=2, dataset="digits", model="logreg", batch_size=150, lr=0.2,
+           placement="fixed", placement_ids=(3, 7), attack="omniscient")
+
+
+def test_rrr_is_exact_every_step_and_isolates_the_liars_forever():
+    clean = Master(RunConfig(**{**RRR, "byzantine": 0, "tolerate": 2, "attack": None, "placement": "random", "placement_ids": None,
+                               "steps": 6}))
+    clean_rows = [clean.step() for _ in range(6)]
+    assert all(r["efficiency"] == pytest.approx(1 / 3) for r in clean_rows)  # 1/(f+1) with nobody lying
+    m = Master(RunConfig(**{**RRR, "steps": 6}))
+    rows = [m.step() for _ in range(6)]
+    # Reactive copies are honest bits, summed in partition order: the attacked run IS the clean run.
+    assert m.model_sha256 == clean.model_sha256
+    assert all(r["exact"] for r in rows)
+    assert rows[0]["flagged"] == [3, 7] and rows[0]["rounds"] > 1
+    assert all(r["flagged"] == [] and r["isolated_by_scheme"] == [3, 7] for r in rows[1:])
+    # Both liars isolated: f' = 0 faults remain, so one copy per partition is enough from then on.
+    assert all(r["efficiency"] == 1.0 for r in rows[1:])
+
+
+def test_rrr_randomized_checks_hide_until_replies_and_checked_steps_are_exact():
+    m = Master(RunConfig(**{**RRR, "scheme": "rrr-randomized", "scheme_params": {"q": 0.3}, "steps": 12}))
+    rows = [m.step() for _ in range(12)]
+    checked = [r["checked"] for r in rows]
+    first = checked.index(True)
+    assert all(r["exact"] == r["checked"] for r in rows)
+    assert rows[first]["flagged"] == [3, 7]  # caught at the first check...
+    assert all(r["isolated_by_scheme"] == [3, 7] for r in rows[first:])  # ...and never asked again
+    assert all(r["flagged"] == [] for r in rows if r["step"] != first)
+    assert all(r["efficiency"] == 1.0 for r in rows if not r["checked"])

@@ -117,7 +117,7 @@ class RunConfig:
         return SchemeConfig(
             name=self.scheme, workers=self.workers, byzantine=self.byzantine, tolerate=self.tolerate,
             aggregator=self.aggregator, aggregator_params=dict(self.aggregator_params),
-            group_size=self.group_size, bucket=self.bucket, params=dict(self.scheme_params),
+            group_size=self.group_size, bucket=self.bucket, params={"seed": self.seed, **self.scheme_params},
         )
 
     def to_dict(self) -> dict[str, Any]:

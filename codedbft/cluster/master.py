@@ -77,6 +77,9 @@ class Master:
     a bad configuration raises ValueError naming the constraint.
     """
 
+    #: scheme diagnostics copied into the metrics rows when present (RRR: checked, isolated)
+    SCHEME_KEYS = ("checked", "isolated_by_scheme", "undecided")
+
     def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None):
         from codedbft.training import load_dataset, make_optimizer
 
@@ -213,7 +216,8 @@ class Master:
                                "isolated": np.flatnonzero(~self.active).tolist(),
                                "flagged_cumulative": int(self.totals["flagged"]),
                                "efficiency": result.useful / result.computed if result.computed else None,
-                               **{k: round(v, 3) for k, v in timings.items()}}
+                               **{k: round(v, 3) for k, v in timings.items()},
+                               **{k: result.info[k] for k in self.SCHEME_KEYS if k in result.info}}
         if t % cfg.log_every == 0 or self.step_idx == cfg.steps:
             idx = self.core.batch_indices(t).reshape(-1)
             row["loss"] = self.core.model.loss(self.w, self.core.ds.X_train[idx], self.core.ds.y_train[idx])

@@ -92,13 +92,19 @@ class RayBackend:
         if not refs:
             return out
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
+        try:  # one call for all ready replies; per reply only when one of them failed
+            vals = ray.get(ready)
+            by_ref = dict(zip(ready, vals))
+            return {key: by_ref[ref] for key, ref in refs.items() if ref in by_ref}
+        except ray.exceptions.RayError:
+            pass
         ready_set = set(ready)
         for key, ref in refs.items():
             if ref not in ready_set:
                 continue
             try:
                 out[key] = ray.get(ref)
-            except (ray.exceptions.RayError,):  # actor died or raised: an erasure
+            except ray.exceptions.RayError:  # actor died or raised: an erasure
                 pass
         return out
 

@@ -45,6 +45,10 @@ def _register_builtins() -> None:
     register_scheme("draco-repetition", lambda c: builtin.DracoScheme(c, cyclic=False))
     register_scheme("draco-cyclic", lambda c: builtin.DracoScheme(c, cyclic=True))
     register_scheme("detox", builtin.DetoxScheme)
+    from codedbft.schemes import rrr
+
+    register_scheme("rrr", rrr.RRRScheme)
+    register_scheme("rrr-randomized", lambda c: rrr.RRRScheme(c, randomized=True))
 
 
 _register_builtins()
