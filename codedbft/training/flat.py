@@ -12,13 +12,15 @@ row-major, so ``G[j]`` is a fixed function of ``(w, X_j, y_j)``.
 Bit-exactness. Repetition codes decide by majority vote over *hashes* of the messages, so the
 bytes of ``G[j]`` must not depend on which other partitions share the call, on ``j``'s position,
 or on the process computing it (given the same torch build, thread count and
-``torch.use_deterministic_algorithms(True)``). Measured on torch 2.13 CPU (2 threads; digits
+``torch.use_deterministic_algorithms(True)``). Measured on torch 2.13 CPU (1 and 2 threads; digits
 logreg/mlp/cnn1d, MNIST-1D cnn1d, least squares; ``benchmarks/bench_training.py`` re-measures it):
 
 * batching the partitions with ``torch.func.vmap`` turns the products into batched kernels whose
-  float-addition order depends on the batch size ``k`` (and, for the least-squares model, even on
-  the partition's position): rows differ from the one-partition result in the low bits (up to
-  ~2e-7 absolute), so vmap does NOT preserve bit-identity;
+  float-addition order depends on the batch size ``k`` and the thread count (and, for the
+  least-squares model, even on the partition's position): with 2 threads every model's rows
+  differ from the one-partition result in the low bits (up to ~2e-7 absolute); with 1 thread the
+  matmul-only models happened to match but the convolutional one did not. vmap therefore does NOT
+  guarantee bit-identity;
 * even one-by-one, a partition read from a 12-byte-misaligned slice of a larger buffer gives other
   bits than the same data freshly allocated (BLAS picks another code path for the matmul-only
   models), so every partition is first copied into a fresh, aligned, contiguous buffer (``b`` rows,
@@ -27,7 +29,8 @@ logreg/mlp/cnn1d, MNIST-1D cnn1d, least squares; ``benchmarks/bench_training.py`
 Hence the default ``batching="loop"`` computes partitions one by one, identical shapes and
 allocation each time; a partition's gradient then has the same bytes alone, in any batch, at any
 position and in any process (checked in ``tests/test_training.py``). It costs a Python-level
-autograd call per partition (about 4x slower than vmap for these small models).
+autograd call per partition: as fast as the textbook ``backward()`` loop on the module, and
+3-5x slower than vmap for these small models (k = 15, b = 32).
 ``batching="vmap"`` is offered for aggregation-only schemes where bit-identity is not needed.
 """
 
