@@ -12,7 +12,8 @@ For n = 15 workers and an MLP on digits with d ~ 1e5 and d ~ 1e6 parameters, DRA
 
 Reported per configuration: median step time over the timed steps and the medians of its parts
 (broadcast = ray.put of the model, compute = the slowest worker's own gradient time, collect = from
-submitting the tasks until every reply is in, decode, aggregate, optimizer), plus ratios from this
+submitting the tasks until every reply is in, assemble = validating the replies and copying them
+into the fixed-order (n, d) stack, decode, aggregate, optimizer), plus ratios from this
 one run: ray / local (target <= 1.1 at d ~ 1e6) and (decode + aggregate) / step (target <= 10 %).
 The machine is shared: absolute times are noisy, ratios from one run are what to read.
 
@@ -34,7 +35,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from codedbft.cluster import Master, RunConfig  # noqa: E402
 
 SIZES = {"1e5": (320, 256), "1e6": (1000, 1000)}
-PARTS = ("broadcast_ms", "compute_ms", "collect_ms", "decode_ms", "aggregate_ms", "optimizer_ms")
+PARTS = ("broadcast_ms", "compute_ms", "collect_ms", "assemble_ms", "decode_ms", "aggregate_ms", "optimizer_ms")
 
 
 def measure(cfg: RunConfig, steps: int, warmup: int, backend: Any = None) -> dict[str, Any]:
@@ -54,10 +55,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="d ~ 1e5 only, 3 timed steps")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 10)")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=None, help="model sizes (default: all)")
     ap.add_argument("--out", default="runs/bench/runtime.json")
     args = ap.parse_args(argv)
     steps = args.steps or (3 if args.quick else 10)
-    sizes = ["1e5"] if args.quick else list(SIZES)
+    sizes = args.sizes or (["1e5"] if args.quick else list(SIZES))
     cores = os.cpu_count() or 2
     base = RunConfig(scheme="draco-repetition", workers=15, byzantine=0, tolerate=2, attack=None, model="mlp",
                      batch_size=240, steps=10**6, log_every=10**6, eval_every=10**6, num_cpus=0.1, timeout_s=600)
@@ -80,12 +82,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             r["vs_local"] = r["step_ms"] / row_of["local"]["step_ms"]
         row_of["ray"]["vs_ray_vanilla"] = row_of["ray"]["step_ms"] / row_of["ray-vanilla"]["step_ms"]
 
-    head = f"{'d':>9} {'config':<12} {'step ms':>8} {'bcast':>6} {'compute':>8} {'collect':>8} {'decode':>7} {'aggr':>6} {'optim':>6} {'dec+agg %':>9} {'vs local':>8}"
+    head = (f"{'d':>9} {'config':<12} {'step ms':>8} {'bcast':>6} {'compute':>8} {'collect':>8} {'assemble':>8} "
+            f"{'decode':>7} {'aggr':>6} {'optim':>6} {'dec+agg %':>9} {'vs local':>8}")
     print(head)
     print("-" * len(head))
     for r in results:
         print(f"{r['d']:>9} {r['config']:<12} {r['step_ms']:>8.1f} {r['broadcast_ms']:>6.1f} {r['compute_ms']:>8.1f} "
-              f"{r['collect_ms']:>8.1f} {r['decode_ms']:>7.2f} {r['aggregate_ms']:>6.2f} {r['optimizer_ms']:>6.2f} "
+              f"{r['collect_ms']:>8.1f} {r['assemble_ms']:>8.1f} {r['decode_ms']:>7.2f} {r['aggregate_ms']:>6.2f} {r['optimizer_ms']:>6.2f} "
               f"{100 * r['decode_agg_frac']:>9.1f} {r['vs_local']:>8.2f}")
     big = [r for r in results if r["size"] == sizes[-1]]
     ray_row = next(r for r in big if r["config"] == "ray")

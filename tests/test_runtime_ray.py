@@ -37,13 +37,18 @@ def sha(cfg: RunConfig, backend=None) -> tuple[str, Master]:
     return s["model_sha256"], m
 
 
-@pytest.mark.parametrize("scheme,attack", [("draco-repetition", "omniscient"), ("detox", "alie")])
-def test_ray_and_local_produce_the_same_model(backend, scheme, attack):
-    cfg = RunConfig(**BASE, scheme=scheme, attack=attack, backend="ray", redraw=True)
+@pytest.mark.parametrize("scheme,attack,extra,flagged", [
+    ("draco-repetition", "omniscient", {}, 6),
+    ("detox", "alie", {}, 6),
+    # Interactive: RRR asks for reactive copies within the step, caught once then isolated (f = 2: k = 2).
+    ("rrr", "omniscient", {"tolerate": 2, "redraw": False}, 1),
+])
+def test_ray_and_local_produce_the_same_model(backend, scheme, attack, extra, flagged):
+    cfg = RunConfig(**{**BASE, "scheme": scheme, "attack": attack, "backend": "ray", "redraw": True, **extra})
     local, _ = sha(cfg.replace(backend="local"))
     remote, m = sha(cfg, backend)
     assert remote == local
-    assert m.totals["flagged"] == 6 and m.totals["erasures"] == 0
+    assert m.totals["flagged"] == flagged and m.totals["erasures"] == 0
 
 
 def test_a_killed_worker_is_an_erasure_and_the_run_ends_with_the_exact_model(backend):

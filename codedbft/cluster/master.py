@@ -145,14 +145,21 @@ class Master:
             p = len(order.tasks[workers[0]]) if workers else 1
             shape = self.scheme.message_shape(self.core.model.d, p, order.stacked)
             want = torch.empty(0, dtype=dtype).numpy().dtype
-            stack = torch.zeros((len(workers), *shape), dtype=dtype)
+            # empty, not zeros: zero-filling 60 MB costs more than the copy itself; only the rows
+            # without a valid reply are zeroed below.
+            stack = torch.empty((len(workers), *shape), dtype=dtype)
+            rows = stack.numpy()
             for i, msg in enumerate(got.rows or []):
                 if msg is None:
                     missing[i] = True
                 elif not isinstance(msg, np.ndarray) or msg.shape != shape or msg.dtype != want:
                     bad[i] = True
                 else:
-                    stack.numpy()[i] = msg  # the one copy: shared read-only buffer -> fixed row
+                    rows[i] = msg  # the one copy: shared read-only buffer -> its fixed row
+            if missing.any():
+                stack[torch.from_numpy(missing)] = 0
+        if bad.any():
+            stack[torch.from_numpy(bad)] = 0
         bad |= nonfinite_rows(stack.detach().cpu().numpy())
         if bad.any():
             stack[torch.from_numpy(bad)] = 0
@@ -173,13 +180,15 @@ class Master:
         timings: dict[str, float] = {"broadcast_ms": (t_bc - t0) * 1e3}
         gen = self.scheme.protocol(t, self.active.copy())
         order = next(gen)
-        erasures = self.scheme.n - len(order.workers)  # isolated workers: erasures by decision
+        erasures = int((~self.active).sum())  # workers isolated by the master: erasures by decision
         rounds = 0
         while True:
             got = self.backend.execute(order, handle, t, byz, adversary, cfg.timeout_s)
             for key, val in got.timings.items():
                 timings[key] = timings.get(key, 0.0) + val
+            t_val = time.perf_counter()
             replies = self._validate(order, got, dtype)
+            timings["assemble_ms"] = timings.get("assemble_ms", 0.0) + (time.perf_counter() - t_val) * 1e3
             erasures += int(replies.missing.sum()) - len(replies.invalid)
             rounds += 1
             try:
