@@ -27,12 +27,13 @@ def partition_gradients(digits, k: int, step: int = 0, b: int = 16) -> torch.Ten
 
 
 def honest_messages(scheme, G: torch.Tensor) -> torch.Tensor:
-    """What the n honest workers send: each combines the gradients of its own partitions."""
+    """What the n honest workers send: each combines the gradients of its own partitions (or, for a
+    stacked scheme, sends them as they are)."""
     order = scheme.first_order()
     ws = order.workers
     parts = [order.tasks[w] for w in ws]
     idx = torch.tensor(parts, dtype=torch.long)
-    return scheme.combine(ws, parts, G[idx])
+    return G[idx] if order.stacked else scheme.combine(ws, parts, G[idx])
 
 
 def attacked(scheme, msgs: torch.Tensor, attack: str, byz: tuple[int, ...], **params) -> torch.Tensor:
@@ -147,6 +148,20 @@ def test_detox_worst_placement_stays_within_the_honest_range(digits):
     honest = G[[j for j in range(scheme.k) if j not in won]]
     assert len(won) == 1
     assert bool((res.gradient >= honest.min(0).values).all() and (res.gradient <= honest.max(0).values).all())
+
+
+def test_byzshield_sends_stacked_files_and_is_exact_within_s(digits):
+    scheme = build_scheme(SchemeConfig(name="byzshield", workers=15, byzantine=1))
+    assert scheme.first_order().stacked and scheme.k == 25
+    G = partition_gradients(digits, scheme.k, b=8)
+    msgs = honest_messages(scheme, G)
+    assert msgs.shape == (15, 5, G.shape[1])
+    byz = (6,)
+    forged = msgs.clone()
+    forged[6] = -10 * msgs[6]  # a sign-flipping liar on every file it holds
+    res = run(scheme, forged)
+    torch.testing.assert_close(res.gradient.double(), G.double().mean(0), rtol=1e-6, atol=1e-9)
+    assert res.exact and res.flagged == byz
 
 
 def test_combine_is_the_same_bits_alone_and_batched():

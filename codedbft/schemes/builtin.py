@@ -140,3 +140,35 @@ class DetoxScheme(Scheme):
                     undecided=torch.nonzero(~vote.decided).flatten().tolist())
         # A robust rule over honest group values need not return their mean: DETOX never claims exactness.
         return SchemeResult(grad, vote.flagged, False, info)
+
+
+class ByzShieldScheme(Scheme):
+    """ByzShield (Konstantinidis & Ramamoorthy, MLSys 2021): ``ByzShieldCode(l, r)`` with n = r*l.
+
+    Each worker computes the l files (partitions) the MOLS assignment gives it and sends them as a
+    stacked ``(l, d)`` message (``Order.stacked``); the decoder votes per file among its r copies and
+    certifies the sum, or falls back to the robust rule (default median) over the k = l**2 files.
+    ``group_size`` is r (default 3), ``byzantine`` sizes the decoder (q).
+    """
+
+    name = "byzshield"
+
+    def __init__(self, config: SchemeConfig):
+        from codedbft.encoders import ByzShieldCode
+
+        self.config = config
+        r = config.group_size or 3
+        if config.workers % r:
+            raise ValueError(f"byzshield needs n = r*l: r={r} must divide n={config.workers}")
+        self.code = ByzShieldCode(config.workers // r, r, aggregator=config.aggregator or "median",
+                                  q=config.byzantine)
+        self.n, self.k = self.code.n, self.code.k
+        self.aggregator = self.code.aggregator
+
+    @property
+    def stacked(self) -> bool:
+        return True
+
+    def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
+        res = self.code.decode(messages, missing=missing)
+        return SchemeResult(_real(res.gradient) / self.k, tuple(res.flagged), bool(res.exact), dict(res.info))

@@ -11,7 +11,7 @@ _BUILDERS: dict[str, Callable[[SchemeConfig], Scheme]] = {}
 
 
 def register_scheme(name: str, builder: Callable[[SchemeConfig], Scheme]) -> None:
-    """Register ``builder(config) -> Scheme`` under ``name`` (later issues add byzshield, rrr, ...)."""
+    """Register ``builder(config) -> Scheme`` under ``name`` (e.g. "data-encoding", see schemes.base)."""
     _BUILDERS[name] = builder
 
 
@@ -45,6 +45,7 @@ def _register_builtins() -> None:
     register_scheme("draco-repetition", lambda c: builtin.DracoScheme(c, cyclic=False))
     register_scheme("draco-cyclic", lambda c: builtin.DracoScheme(c, cyclic=True))
     register_scheme("detox", builtin.DetoxScheme)
+    register_scheme("byzshield", builtin.ByzShieldScheme)
     from codedbft.schemes import rrr
 
     register_scheme("rrr", rrr.RRRScheme)
