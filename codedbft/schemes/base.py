@@ -19,9 +19,13 @@ Extension points:
 * *interactive schemes* (RRR-BFT): override :meth:`Scheme.protocol` and yield more orders; the
   runtime runs them on either backend exactly like the first one, and the scheme reports
   ``computed``/``useful`` gradient counts for the computation-efficiency metric.
-* *data-encoding schemes* (workers compute on encoded data blocks, Data-Song-Diggavi): override
-  :meth:`Scheme.worker_data` to give each worker its encoded block and :meth:`Scheme.combine` to
-  turn the block's gradient into the message; the partitions of an order are then block ids.
+* *data-encoding schemes* (Data-Song-Diggavi, ``DataEncodingCode(m, t)``; not registered yet):
+  workers compute on encoded data blocks, in two rounds per step (residual ``rows_i w - y_i``, then
+  ``cols_i r`` for the decoded residual r). The plan: :meth:`Scheme.worker_data` gives each worker
+  its ``DataBlock`` (shipped once, like the dataset), and an order names the worker operation and its
+  payload (``op="residual"`` / ``op="gradient"`` with r) instead of partition ids; the worker calls
+  ``code.worker_residual`` / ``code.worker_gradient`` and the scheme's protocol yields the second
+  order after ``code.decode_residual`` of the first, exactly like RRR's reactive rounds.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The built-in schemes: vanilla data parallelism, DRACO (repetition and cyclic MDS) and DETOX.
+"""The built-in schemes: vanilla data parallelism, DRACO (repetition and cyclic MDS), DETOX, ByzShield.
 
 * ``vanilla``: k = n partitions, one per worker, no redundancy; a robust rule (default: mean) over
   the n messages. The baseline every coded scheme is compared with.
@@ -9,6 +9,10 @@
 * ``detox`` (Rajput et al., NeurIPS 2019): ``RepetitionCode(n, r=3)``, vote per group, bucket means
   of the group outputs, then a robust rule over the buckets with f = floor(b / ceil(r/2)), the
   number of groups the b Byzantine workers can win.
+* ``byzshield`` (Konstantinidis & Ramamoorthy, MLSys 2021): ``ByzShieldCode(n / r, r)``, stacked
+  ``(l, d)`` messages (one gradient per file), vote per file, certified sum or robust rule.
+
+RRR-BFT (interactive) lives in :mod:`codedbft.schemes.rrr`.
 """
 
 from __future__ import annotations
