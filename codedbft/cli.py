@@ -85,6 +85,8 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+#: what a resumed run may change: how long and where it runs, never what it computes
+_RESUME_KEYS = ("steps", "backend", "address", "num_cpus", "timeout_s", "max_restarts")
 _DICT_KEYS = ("aggregator_params", "scheme_params", "attack_params", "dataset_params", "model_params")
 
 
@@ -121,8 +123,12 @@ def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         if args.resume:
-            overrides = {k: v for k, v in vars(args).items()
-                         if k in ("steps", "backend", "address", "num_cpus", "timeout_s", "max_restarts")}
+            given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "no_progress")}
+            fixed = sorted(set(given) - set(_RESUME_KEYS))
+            if fixed or args.config:
+                raise ValueError(f"--resume continues the run as configured; only {', '.join(_RESUME_KEYS)} "
+                                 f"may change (got {', '.join(fixed) or '--config'})")
+            overrides = {k: v for k, v in given.items() if k in _RESUME_KEYS}
             master = Master.resume(args.resume, **overrides)
         else:
             master = Master(_config_from_args(args))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from codedbft.cluster import Master, RunConfig
-from codedbft.cluster.backend import Collected
+from codedbft.cluster.backend import StackBuilder
 
 SMALL = dict(backend="local", workers=6, byzantine=1, dataset="digits", model="logreg", batch_size=60,
              lr=0.2, steps=12, eval_every=4, checkpoint_every=5)
@@ -72,18 +72,22 @@ def test_isolation_stops_asking_a_worker_after_k_flags():
 
 def test_invalid_replies_become_flagged_erasures_without_an_exception():
     m = Master(RunConfig(**{**SMALL, "byzantine": 0, "tolerate": 1, "attack": None}))
-    m.start()
     d = m.core.model.d
     order = m.scheme.first_order()
     good = np.ones(d, np.float32)
     nan = good.copy()
     nan[5] = np.nan
-    rows = [good, nan, np.ones(d + 1, np.float32), np.ones(d, np.float64), None, good * np.float32(1e38)]
-    rep = m._validate(order, Collected(order.workers, rows=rows), torch.float32)
+    replies = [good, nan, np.ones(d + 1, np.float32), np.ones(d, np.float64), None, good * np.float32(1e38)]
+    builder = StackBuilder(6, *m._layout(order, torch.float32))
+    for i, msg in enumerate(replies):
+        if msg is not None:  # worker 4 never answered
+            builder.put(i, msg)
+    rep = m._validate(builder.finish(order.workers, {}))
     assert rep.invalid == (1, 2, 3)
     assert rep.missing.tolist() == [False, True, True, True, True, False]
     assert bool(torch.isfinite(rep.messages).all())  # bad rows are zeroed, never passed on as NaN
     assert float(rep.messages[5, 0]) == pytest.approx(1e38)  # huge but finite: the decoder's business
+    assert torch.equal(rep.messages[0], torch.ones(d))
 
 
 def test_a_bad_configuration_fails_before_any_worker_starts():

@@ -81,7 +81,10 @@ def test_config_file_with_flag_overrides_and_resume(tmp_path, capsys):
     assert a["flagged_total"] == b["flagged_total"] == 9
 
 
-def test_resume_of_a_missing_directory_is_a_usage_error(tmp_path):
+def test_resume_of_a_missing_directory_or_with_a_changed_computation_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--resume", str(tmp_path / "nothing")])
     assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--resume", str(tmp_path / "nothing"), "--lr", "0.3"])
+    assert e.value.code == 2 and "only steps" in capsys.readouterr().err

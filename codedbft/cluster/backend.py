@@ -32,17 +32,51 @@ class Adversary:
 
 @dataclass
 class Collected:
-    """Raw replies to one order.
+    """Replies to one order, assembled in the order's fixed worker order.
 
-    Either ``stack`` (``(W, ...)`` tensor, all present: the local simulator builds it directly) or
-    ``rows`` (one array per worker, None for a missing or late reply: the Ray backend).
-    ``timings`` holds ``compute_ms`` (the slowest worker's own compute time), ``forge_ms``, ...
+    ``stack``: ``(W, *shape)`` tensor, row i for ``workers[i]``; ``missing``: bool (W,), no reply in
+    time (the row is zeros); ``bad``: bool (W,), a reply of the wrong shape or dtype (zeros too; the
+    master adds non-finite rows and flags them). ``timings`` holds ``compute_ms`` (the slowest
+    worker's own compute time), ``collect_ms``, ``forge_ms``, ...
     """
 
     workers: tuple[int, ...]
-    stack: Any = None
-    rows: list[Any] | None = None
+    stack: Any
+    missing: np.ndarray | None = None
+    bad: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+class StackBuilder:
+    """Copies replies into their fixed rows as they arrive (so the copy overlaps the slower workers'
+    compute), checking shape and dtype first: a wrong reply is ``bad``, never an exception."""
+
+    def __init__(self, count: int, shape: tuple[int, ...], dtype: Any):
+        import torch
+
+        # empty, not zeros: zero-filling (W, d) costs more than the copy; only unfilled rows are zeroed.
+        self.stack = torch.empty((count, *shape), dtype=dtype)
+        self._rows = self.stack.numpy()
+        self.shape = tuple(shape)
+        self.dtype = self._rows.dtype
+        self.missing = np.ones(count, dtype=bool)
+        self.bad = np.zeros(count, dtype=bool)
+
+    def put(self, i: int, msg: Any) -> None:
+        if not isinstance(msg, np.ndarray) or msg.shape != self.shape or msg.dtype != self.dtype:
+            self.bad[i], self.missing[i] = True, False
+            return
+        self._rows[i] = msg  # the one copy: the (read-only, shared) reply -> its fixed row
+        self.missing[i] = self.bad[i] = False
+
+    def drop(self, i: int) -> None:
+        self.missing[i], self.bad[i] = True, False
+
+    def finish(self, workers: tuple[int, ...], timings: dict[str, float]) -> Collected:
+        empty = self.missing | self.bad
+        if empty.any():
+            self.stack[__import__("torch").from_numpy(empty)] = 0
+        return Collected(workers, self.stack, self.missing, self.bad, timings)
 
 
 class Backend(Protocol):
@@ -55,7 +89,9 @@ class Backend(Protocol):
     def broadcast(self, w: Any) -> Any: ...
 
     def execute(self, order: Order, w_handle: Any, step: int, byzantine: Sequence[int],
-                adversary: Adversary | None, timeout_s: float) -> Collected: ...
+                adversary: Adversary | None, timeout_s: float, layout: tuple[tuple[int, ...], Any]) -> Collected:
+        """Run ``order``; ``layout`` = (message shape, torch dtype) the scheme expects."""
+        ...
 
     def close(self) -> None: ...
 

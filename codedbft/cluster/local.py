@@ -49,7 +49,7 @@ class LocalBackend:
         return self.core.gradients(w, step, flat, poisoned).view(len(tasks), p, -1)
 
     def execute(self, order: Order, w: torch.Tensor, step: int, byzantine: Sequence[int],
-                adversary: Adversary | None, timeout_s: float) -> Collected:
+                adversary: Adversary | None, timeout_s: float, layout: Any = None) -> Collected:
         assert self.scheme is not None
         t0 = time.perf_counter()
         workers = order.workers
@@ -84,7 +84,7 @@ class LocalBackend:
                     adversary.attack, out[torch.tensor(honest, dtype=torch.long)], out[torch.tensor(forgers, dtype=torch.long)], ids,
                     step=step, seed=adversary.seed, n=adversary.n, assignment=adversary.assignment)
             timings["forge_ms"] = (time.perf_counter() - t1) * 1e3
-        return Collected(workers=workers, stack=out, timings=timings)
+        return Collected(workers=workers, stack=out, timings=timings)  # all present, built to shape
 
     def close(self) -> None:
         self.core = None

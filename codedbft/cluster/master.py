@@ -81,7 +81,7 @@ class Master:
     SCHEME_KEYS = ("checked", "isolated_by_scheme", "undecided")
 
     def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None):
-        from codedbft.training import load_dataset, make_optimizer
+        from codedbft.training import make_optimizer
 
         self.config = config
         self.scheme: Scheme = build_scheme(config.scheme_config())
@@ -91,15 +91,15 @@ class Master:
         self.spec = WorkerSpec(dataset=config.dataset, model=config.model, k=k, b=config.batch_size // k,
                                seed=config.seed, dataset_params=dict(config.dataset_params),
                                model_params=dict(config.model_params), threads=config.threads)
-        if k * self.spec.b > load_dataset(config.dataset, config.seed, **dict(config.dataset_params)).num_train:
-            raise ValueError(f"batch_size={config.batch_size} exceeds the training set of {config.dataset}")
+        self.core = WorkerCore(self.spec)  # the master's own copy: evaluation and logged loss
+        if k * self.spec.b > self.core.ds.num_train:
+            raise ValueError(f"batch_size={config.batch_size} exceeds the {self.core.ds.num_train} training samples of {config.dataset}")
         self.attack = None
         if config.attacked:
             from codedbft.attacks import by_name
 
             self.attack = by_name(config.attack, **config.attack_kwargs)
         self.placement = _placement(config, self.scheme) if config.byzantine > 0 else None
-        self.core = WorkerCore(self.spec)  # the master's own copy: evaluation and logged loss
         self.w = self.core.model.init_params()
         self.optimizer = make_optimizer(config.optimizer, config.lr, momentum=config.momentum,
                                         weight_decay=config.weight_decay)
@@ -135,36 +135,23 @@ class Master:
         self.close()
 
     # -- one step -------------------------------------------------------------------------------
-    def _validate(self, order: Order, got: Collected, dtype: torch.dtype) -> Replies:
-        """Assemble replies in worker order; wrong shape/dtype or non-finite -> erasure + invalid."""
-        workers = got.workers
-        missing = np.zeros(len(workers), dtype=bool)
-        bad = np.zeros(len(workers), dtype=bool)
+    def _validate(self, got: Collected) -> Replies:
+        """The backend's fixed-order stack, with non-finite rows zeroed and marked: missing and bad
+        (wrong shape or dtype) rows are erasures, bad and non-finite senders are flagged (invalid)."""
+        n = len(got.workers)
+        missing = np.zeros(n, dtype=bool) if got.missing is None else got.missing.copy()
+        bad = np.zeros(n, dtype=bool) if got.bad is None else got.bad.copy()
         stack = got.stack
-        if stack is None:  # separate replies (Ray): check each, copy it into its fixed row
-            p = len(order.tasks[workers[0]]) if workers else 1
-            shape = self.scheme.message_shape(self.core.model.d, p, order.stacked)
-            want = torch.empty(0, dtype=dtype).numpy().dtype
-            # empty, not zeros: zero-filling 60 MB costs more than the copy itself; only the rows
-            # without a valid reply are zeroed below.
-            stack = torch.empty((len(workers), *shape), dtype=dtype)
-            rows = stack.numpy()
-            for i, msg in enumerate(got.rows or []):
-                if msg is None:
-                    missing[i] = True
-                elif not isinstance(msg, np.ndarray) or msg.shape != shape or msg.dtype != want:
-                    bad[i] = True
-                else:
-                    rows[i] = msg  # the one copy: shared read-only buffer -> its fixed row
-            if missing.any():
-                stack[torch.from_numpy(missing)] = 0
-        if bad.any():
-            stack[torch.from_numpy(bad)] = 0
-        bad |= nonfinite_rows(stack.detach().cpu().numpy())
-        if bad.any():
-            stack[torch.from_numpy(bad)] = 0
-        invalid = tuple(workers[i] for i in np.flatnonzero(bad))
-        return Replies(workers, stack, missing | bad, invalid)
+        nonfinite = nonfinite_rows(stack.detach().cpu().numpy()) & ~missing & ~bad
+        if nonfinite.any():
+            stack[torch.from_numpy(nonfinite)] = 0
+        bad |= nonfinite
+        invalid = tuple(got.workers[i] for i in np.flatnonzero(bad))
+        return Replies(got.workers, stack, missing | bad, invalid)
+
+    def _layout(self, order: Order, dtype: torch.dtype) -> tuple[tuple[int, ...], torch.dtype]:
+        p = len(next(iter(order.tasks.values()))) if order.tasks else 1
+        return self.scheme.message_shape(self.core.model.d, p, order.stacked), dtype
 
     def step(self) -> dict[str, Any]:
         """Run one training step; returns (and logs) its metrics row."""
@@ -183,11 +170,11 @@ class Master:
         erasures = int((~self.active).sum())  # workers isolated by the master: erasures by decision
         rounds = 0
         while True:
-            got = self.backend.execute(order, handle, t, byz, adversary, cfg.timeout_s)
+            got = self.backend.execute(order, handle, t, byz, adversary, cfg.timeout_s, self._layout(order, dtype))
             for key, val in got.timings.items():
                 timings[key] = timings.get(key, 0.0) + val
             t_val = time.perf_counter()
-            replies = self._validate(order, got, dtype)
+            replies = self._validate(got)
             timings["assemble_ms"] = timings.get("assemble_ms", 0.0) + (time.perf_counter() - t_val) * 1e3
             erasures += int(replies.missing.sum()) - len(replies.invalid)
             rounds += 1

@@ -17,10 +17,7 @@ import os
 import time
 from typing import Any, Sequence
 
-import numpy as np
-import torch
-
-from codedbft.cluster.backend import Adversary, Collected, split_coalition, task_coefficients
+from codedbft.cluster.backend import Adversary, Collected, StackBuilder, split_coalition, task_coefficients
 from codedbft.cluster.worker import WorkerActorImpl, WorkerSpec
 from codedbft.schemes import Order, Scheme
 
@@ -84,66 +81,64 @@ class RayBackend:
 
         return ray.put(w.numpy())
 
-    def _collect(self, refs: dict[int, Any], deadline: float) -> dict[int, Any]:
-        """Values of the refs ready before ``deadline``; failed (dead actor) and late ones are absent."""
+    def _collect(self, refs: dict[int, Any], deadline: float, sink: Any) -> None:
+        """Hand each reply to ``sink(key, value)`` as it arrives, until ``deadline``; a failed task
+        (dead actor) or a late one never reaches the sink: the caller counts it as an erasure."""
         import ray
 
-        out: dict[int, Any] = {}
-        if not refs:
-            return out
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
-        try:  # one call for all ready replies; per reply only when one of them failed
-            vals = ray.get(ready)
-            by_ref = dict(zip(ready, vals))
-            return {key: by_ref[ref] for key, ref in refs.items() if ref in by_ref}
-        except ray.exceptions.RayError:
-            pass
-        ready_set = set(ready)
-        for key, ref in refs.items():
-            if ref not in ready_set:
-                continue
+        key_of = {ref: key for key, ref in refs.items()}
+        pending = list(refs.values())
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return  # deadline: the rest are late
             try:
-                out[key] = ray.get(ref)
+                value = ray.get(ready[0])
             except ray.exceptions.RayError:  # actor died or raised: an erasure
-                pass
-        return out
+                continue
+            sink(key_of[ready[0]], value)
 
     def execute(self, order: Order, w_ref: Any, step: int, byzantine: Sequence[int],
-                adversary: Adversary | None, timeout_s: float) -> Collected:
+                adversary: Adversary | None, timeout_s: float, layout: Any = None) -> Collected:
         import ray
 
         assert self.scheme is not None
         deadline = time.monotonic() + timeout_s
         t0 = time.perf_counter()
         workers = order.workers
+        shape, dtype = layout
         coefs = task_coefficients(self.scheme, order)
         byz = set(byzantine) if adversary is not None else set()
         poisoned = adversary is not None and adversary.data_level
         refs = {i: self.actors[w].compute.remote(w_ref, step, order.tasks[w], coefs[i], order.stacked,
                                                  poisoned and w in byz)
                 for i, w in enumerate(workers)}
-        got = self._collect(refs, deadline)
-        rows: list[Any] = [got[i][0] if i in got else None for i in range(len(workers))]
-        timings = {"compute_ms": max((v[1] for v in got.values()), default=0.0),
-                   "collect_ms": (time.perf_counter() - t0) * 1e3}
+        out = StackBuilder(len(workers), shape, dtype)
+        compute_ms = [0.0]
+
+        def take(i: int, value: Any) -> None:
+            msg, ms = value
+            compute_ms[0] = max(compute_ms[0], ms)
+            out.put(i, msg)
+
+        self._collect(refs, deadline, take)
+        timings = {"compute_ms": compute_ms[0], "collect_ms": (time.perf_counter() - t0) * 1e3}
         if byz and not poisoned:
             t1 = time.perf_counter()
-            present = [r is not None for r in rows]
+            present = ~(out.missing | out.bad)
             honest, forgers = split_coalition(workers, byzantine, present)
-            for i in forgers:
-                rows[i] = None  # a forger that fails to forge is an erasure, never its honest message
             if forgers:
                 ids = tuple(workers[i] for i in forgers)
-                honest_ref = ray.put(np.stack([got[i][0] for i in honest]) if honest
-                                     else np.empty((0, *got[forgers[0]][0].shape), got[forgers[0]][0].dtype))
-                own_ref = ray.put(np.stack([got[i][0] for i in forgers]))
+                honest_ref = ray.put(out.stack[honest].numpy())
+                own_ref = ray.put(out.stack[forgers].numpy())
+                for i in forgers:
+                    out.drop(i)  # a forger that fails to forge is an erasure, never its honest message
                 frefs = {i: self.actors[workers[i]].forge.remote(adversary.attack, honest_ref, own_ref, ids, step,
                                                                  adversary.seed, adversary.n, adversary.assignment)
                          for i in forgers}
-                for i, v in self._collect(frefs, deadline).items():
-                    rows[i] = v
+                self._collect(frefs, deadline, out.put)
             timings["forge_ms"] = (time.perf_counter() - t1) * 1e3
-        return Collected(workers=workers, rows=rows, timings=timings)
+        return out.finish(workers, timings)
 
     def close(self) -> None:
         import ray
