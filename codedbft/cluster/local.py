@@ -57,23 +57,23 @@ class LocalBackend:
         coefs = task_coefficients(self.scheme, order)
         byz = set(byzantine) if adversary is not None else set()
         poison = [i for i, wk in enumerate(workers) if wk in byz] if adversary is not None and adversary.data_level else []
-        lengths = {len(t) for t in tasks}
-        if len(lengths) > 1:  # unequal tasks (cyclic codes are equal; RRR reactions may not be)
-            groups = [[i for i, t in enumerate(tasks) if len(t) == L] for L in sorted(lengths)]
-        else:
-            groups = [list(range(len(tasks)))]
+        poisoned = set(poison)
+        lengths = sorted({len(t) for t in tasks})
+        # One batched call per (task length, poisoned) class: a single class in the common case,
+        # whose messages are then the stack itself (no second copy).
+        classes = [([i for i, t in enumerate(tasks) if len(t) == L and (i in poisoned) == pois], pois)
+                   for L in lengths for pois in (False, True)]
+        classes = [(sel, pois) for sel, pois in classes if sel]
         out: torch.Tensor | None = None
-        for rows in groups:
-            clean = [i for i in rows if i not in set(poison)]
-            dirty = [i for i in rows if i in set(poison)]
-            for sel, pois in ((clean, False), (dirty, True)):
-                if not sel:
-                    continue
-                G = self._gradients(w, step, [tasks[i] for i in sel], pois)
-                msg = G if order.stacked else combine([coefs[i] for i in sel], G)
-                if out is None:
-                    out = msg.new_empty((len(workers), *msg.shape[1:]))
-                out[torch.tensor(sel, dtype=torch.long)] = msg
+        for sel, pois in classes:
+            G = self._gradients(w, step, [tasks[i] for i in sel], pois)
+            msg = G if order.stacked else combine([coefs[i] for i in sel], G)
+            if len(classes) == 1:
+                out = msg
+                break
+            if out is None:
+                out = msg.new_empty((len(workers), *msg.shape[1:]))
+            out[torch.tensor(sel, dtype=torch.long)] = msg
         t1 = time.perf_counter()
         timings = {"compute_ms": (t1 - t0) * 1e3}
         if out is not None and byz and not adversary.data_level:

@@ -21,7 +21,7 @@ Extension points:
   ``computed``/``useful`` gradient counts for the computation-efficiency metric.
 * *data-encoding schemes* (Data-Song-Diggavi, ``DataEncodingCode(m, t)``; not registered yet):
   workers compute on encoded data blocks, in two rounds per step (residual ``rows_i w - y_i``, then
-  ``cols_i r`` for the decoded residual r). The plan: :meth:`Scheme.worker_data` gives each worker
+  ``cols_i r`` for the decoded residual r). The plan: a ``Scheme.worker_data(worker)`` hook gives each worker
   its ``DataBlock`` (shipped once, like the dataset), and an order names the worker operation and its
   payload (``op="residual"`` / ``op="gradient"`` with r) instead of partition ids; the worker calls
   ``code.worker_residual`` / ``code.worker_gradient`` and the scheme's protocol yields the second
@@ -128,7 +128,7 @@ class Scheme:
 
     Subclasses set ``name``, ``n``, ``k``, ``assignment`` (and ``code`` when there is one) and
     implement :meth:`decode`. The runtime calls only :meth:`protocol`, :meth:`combine`,
-    :meth:`message_shape`, :meth:`message_dtype`, :meth:`worker_data` and the isolation hooks.
+    :meth:`message_shape`, :meth:`message_dtype` and the state hooks.
     """
 
     name: str
@@ -187,10 +187,6 @@ class Scheme:
         if np.iscomplexobj(B) and np.any(np.imag(B)):
             return torch.promote_types(grad_dtype, torch.complex128)
         return torch.promote_types(grad_dtype, torch.from_numpy(B[:1, :1]).dtype)
-
-    def worker_data(self, worker: int) -> Any:
-        """Extension point for data-encoding schemes: the encoded data block a worker stores (None)."""
-        return None
 
     # ---- master side -----------------------------------------------------------------------------
     def first_order(self, active: Sequence[bool] | None = None) -> Order:
