@@ -367,7 +367,7 @@ def ref_cc(x, v, tau, iters):
     return v
 
 
-def test_centered_clipping_reference_and_state():
+def test_centered_clipping_reference_and_state(backend):
     rng = np.random.default_rng(4)
     xs = [rng.standard_normal((7, 9)) * 10 for _ in range(3)]
     agg = CenteredClipping(f=1, tau=3.0, iters=2)

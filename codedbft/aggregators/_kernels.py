@@ -197,3 +197,21 @@ def sign_vote(x3: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(_numba().sign_vote_kernel(x3.numpy()))
     # float sums of +-1/0 are exact up to 2^24 inputs
     return torch.sign(x3).sum(dim=1).sign()
+
+
+def clip_step(x3: torch.Tensor, v: torch.Tensor, tau: float) -> torch.Tensor:
+    """One centred-clipping step ``v + (1/n) sum_i clip_tau(x_i - v)`` for ``x3`` (B, n, d), ``v`` (B, d).
+
+    CPU: two fused passes (float64 distances, then the weighted sum) and no (n, d) temporary.
+    """
+    n = x3.shape[1]
+    if use_numba(x3):
+        _threads()
+        xn, vn = x3.numpy(), v.contiguous().numpy()
+        norm = np.sqrt(_numba().dist_to_kernel(xn, vn))
+        w = np.minimum(1.0, tau / np.maximum(norm, 1e-300)) / n
+        return torch.from_numpy(_numba().weighted_step_kernel(xn, vn, w))
+    u = x3 - v.unsqueeze(1)
+    norm = torch.linalg.vector_norm(u, dim=2, dtype=torch.float64)
+    scale = torch.clamp(tau / norm.clamp(min=1e-300), max=1.0)
+    return v + torch.bmm((scale / n).to(x3.dtype).unsqueeze(1), u).squeeze(1)

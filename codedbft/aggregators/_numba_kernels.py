@@ -195,3 +195,38 @@ def sign_vote_kernel(x):  # pragma: no cover - compiled
         for c in range(w):
             out[b, s + c] = (acc[c] > 0) - (acc[c] < 0)
     return out
+
+
+@njit(parallel=True, cache=True, fastmath=_PAIR_FLAGS)
+def dist_to_kernel(x, v):  # pragma: no cover - compiled
+    B, n, d = x.shape
+    out = np.empty((B, n))
+    for t in prange(B * n):
+        b = t // n
+        i = t % n
+        acc = 0.0
+        for c in range(d):
+            u = np.float64(x[b, i, c]) - np.float64(v[b, c])
+            acc += u * u
+        out[b, i] = acc
+    return out
+
+
+@njit(parallel=True, cache=True)
+def weighted_step_kernel(x, v, w):  # pragma: no cover - compiled
+    B, n, d = x.shape
+    BLK = 1024
+    nblk = (d + BLK - 1) // BLK
+    out = np.empty((B, d), dtype=x.dtype)
+    for t in prange(B * nblk):
+        b = t // nblk
+        s = (t % nblk) * BLK
+        e = min(s + BLK, d)
+        acc = np.zeros(BLK)
+        for i in range(n):
+            wi = w[b, i]
+            for c in range(s, e):
+                acc[c - s] += wi * (np.float64(x[b, i, c]) - np.float64(v[b, c]))
+        for c in range(s, e):
+            out[b, c] = np.float64(v[b, c]) + acc[c - s]
+    return out

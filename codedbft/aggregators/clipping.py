@@ -45,10 +45,7 @@ class CenteredClipping(FRule):
                 )
             v = self.v.reshape(B, d).to(dtype=x3.dtype, device=x3.device)
         for _ in range(self.iters):
-            u = x3 - v.unsqueeze(1)
-            norm = _kernels.row_sq_norms(u).to(u.device).sqrt()  # float64 accumulation, no f64 copy
-            scale = torch.clamp(self.tau / norm.clamp(min=1e-300), max=1.0)
-            v = v + torch.bmm((scale / n).to(x3.dtype).unsqueeze(1), u).squeeze(1)
+            v = _kernels.clip_step(x3, v, self.tau).to(x3.device)
         return v
 
     def state_dict(self) -> dict[str, Any]:
