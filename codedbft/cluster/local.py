@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from codedbft.cluster.backend import Adversary, Collected, split_coalition, task_coefficients
-from codedbft.cluster.worker import WorkerCore, WorkerSpec, coalition_messages
+from codedbft.cluster.worker import WorkerCore, WorkerSpec, coalition_messages, run_program
 from codedbft.schemes import Order, Scheme, combine
 
 
@@ -27,10 +28,12 @@ class LocalBackend:
         self.dedup = dedup
         self.core: WorkerCore | None = None
         self.scheme: Scheme | None = None
+        self.programs: list[Any] = []
 
     def start(self, scheme: Scheme, spec: WorkerSpec, dataset: Any = None) -> None:
         self.scheme = scheme
         self.core = WorkerCore(spec, dataset)
+        self.programs = [scheme.worker_data(i) for i in range(scheme.n)]  # data-encoding workers
 
     def broadcast(self, w: torch.Tensor) -> torch.Tensor:
         return w
@@ -65,6 +68,10 @@ class LocalBackend:
                    for L in lengths for pois in (False, True)]
         classes = [(sel, pois) for sel, pois in classes if sel]
         out: torch.Tensor | None = None
+        if order.op is not None and workers:  # each worker runs its own program (encoded data), as on Ray
+            out = torch.from_numpy(np.stack([run_program(self.programs[wk], order.op, w, step, order.payload, i in poisoned)
+                                             for i, wk in enumerate(workers)]))
+            classes = []
         for sel, pois in classes:
             G = self._gradients(w, step, [tasks[i] for i in sel], pois)
             msg = G if order.stacked else combine([coefs[i] for i in sel], G)

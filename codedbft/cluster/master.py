@@ -94,6 +94,7 @@ class Master:
         self.core = WorkerCore(self.spec)  # the master's own copy: evaluation and logged loss
         if k * self.spec.b > self.core.ds.num_train:
             raise ValueError(f"batch_size={config.batch_size} exceeds the {self.core.ds.num_train} training samples of {config.dataset}")
+        self.scheme.bind(self.core.ds, self.core.model, self.spec)  # data-encoding schemes encode here
         self.attack = None
         if config.attacked:
             from codedbft.attacks import by_name
@@ -150,6 +151,8 @@ class Master:
         return Replies(got.workers, stack, missing | bad, invalid)
 
     def _layout(self, order: Order, dtype: torch.dtype) -> tuple[tuple[int, ...], torch.dtype]:
+        if order.op is not None and order.shape is not None:
+            return tuple(order.shape), dtype
         p = len(next(iter(order.tasks.values()))) if order.tasks else 1
         return self.scheme.message_shape(self.core.model.d, p, order.stacked), dtype
 

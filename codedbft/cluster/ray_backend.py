@@ -60,6 +60,7 @@ class RayBackend:
 
         self.scheme = scheme
         if self.actors and self._spec == spec and len(self.actors) == scheme.n:
+            self._ship_programs(scheme)
             return
         self.close()
         self._started_ray = init_ray(self.address) or self._started_ray
@@ -67,8 +68,18 @@ class RayBackend:
         cls = ray.remote(WorkerActorImpl)
         opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
         self._data_ref = ray.put(dataset) if dataset is not None else None  # kept alive for restarts
-        self.actors = [cls.options(**opts).remote(i, spec, self._data_ref) for i in range(scheme.n)]
+        # programs (data-encoding) go in the constructor too, so a restarted actor gets its block back
+        programs = [scheme.worker_data(i) for i in range(scheme.n)]
+        self.actors = [cls.options(**opts).remote(i, spec, self._data_ref, programs[i]) for i in range(scheme.n)]
         ray.get([a.pid.remote() for a in self.actors])  # wait until every actor is built
+
+    def _ship_programs(self, scheme: Scheme) -> None:
+        """Give each reused actor the new scheme's operation-order program (data-encoding schemes)."""
+        import ray
+
+        programs = [scheme.worker_data(i) for i in range(scheme.n)]
+        if any(p is not None for p in programs):
+            ray.get([a.set_program.remote(p) for a, p in zip(self.actors, programs)])
 
     def pids(self) -> list[int]:
         """OS process ids of the worker actors (fault-injection tests kill one)."""
@@ -110,9 +121,14 @@ class RayBackend:
         coefs = task_coefficients(self.scheme, order)
         byz = set(byzantine) if adversary is not None else set()
         poisoned = adversary is not None and adversary.data_level
-        refs = {i: self.actors[w].compute.remote(w_ref, step, order.tasks[w], coefs[i], order.stacked,
-                                                 poisoned and w in byz)
-                for i, w in enumerate(workers)}
+        if order.op is not None:  # data-encoding workers run their program on the payload (put once)
+            payload_ref = ray.put(order.payload)
+            refs = {i: self.actors[w].run_op.remote(order.op, w_ref, step, payload_ref, poisoned and w in byz)
+                    for i, w in enumerate(workers)}
+        else:
+            refs = {i: self.actors[w].compute.remote(w_ref, step, order.tasks[w], coefs[i], order.stacked,
+                                                     poisoned and w in byz)
+                    for i, w in enumerate(workers)}
         out = StackBuilder(len(workers), shape, dtype)
         compute_ms = [0.0]
 

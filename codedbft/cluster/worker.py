@@ -115,12 +115,31 @@ def as_tensor(w: Any) -> torch.Tensor:
         return torch.from_numpy(w)
 
 
+def run_program(program: Any, op: str, w: Any, step: int, payload: Any, poisoned: bool) -> np.ndarray:
+    """One worker's message for an operation order (data-encoding schemes, see ``schemes.base.Order``):
+    its program, shipped once at start, run on this step's model and the order's payload."""
+    if program is None:
+        raise ValueError(f"operation order {op!r} sent to a worker without a program (Scheme.worker_data)")
+    return np.asarray(program(op, as_tensor(w), step, payload, poisoned))
+
+
 class WorkerActorImpl:
     """The body of the Ray actor (wrapped by ``ray.remote`` in :mod:`codedbft.cluster.ray_backend`)."""
 
-    def __init__(self, worker_id: int, spec: WorkerSpec, dataset: Any = None):
+    def __init__(self, worker_id: int, spec: WorkerSpec, dataset: Any = None, program: Any = None):
         self.worker_id = worker_id
         self.core = WorkerCore(spec, dataset)
+        self.program = program  # operation-order program (data-encoding schemes), else None
+
+    def set_program(self, program: Any) -> None:
+        """This worker's program for operation orders (``Scheme.worker_data``), kept for the run."""
+        self.program = program
+
+    def run_op(self, op: str, w: Any, step: int, payload: Any, poisoned: bool):
+        """This worker's honest message for an operation order; returns ``(message, compute_ms)``."""
+        t0 = time.perf_counter()
+        msg = run_program(self.program, op, w, step, payload, poisoned)
+        return msg, (time.perf_counter() - t0) * 1e3
 
     def pid(self) -> int:
         import os

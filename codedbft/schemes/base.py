@@ -19,13 +19,14 @@ Extension points:
 * *interactive schemes* (RRR-BFT): override :meth:`Scheme.protocol` and yield more orders; the
   runtime runs them on either backend exactly like the first one, and the scheme reports
   ``computed``/``useful`` gradient counts for the computation-efficiency metric.
-* *data-encoding schemes* (Data-Song-Diggavi, ``DataEncodingCode(m, t)``; not registered yet):
-  workers compute on encoded data blocks, in two rounds per step (residual ``rows_i w - y_i``, then
-  ``cols_i r`` for the decoded residual r). The plan: a ``Scheme.worker_data(worker)`` hook gives each worker
-  its ``DataBlock`` (shipped once, like the dataset), and an order names the worker operation and its
-  payload (``op="residual"`` / ``op="gradient"`` with r) instead of partition ids; the worker calls
-  ``code.worker_residual`` / ``code.worker_gradient`` and the scheme's protocol yields the second
-  order after ``code.decode_residual`` of the first, exactly like RRR's reactive rounds.
+* *data-encoding schemes* (Data-Song-Diggavi, ``DataEncodingCode(m, t)``, :mod:`codedbft.schemes.data_encoding`):
+  workers compute on encoded data blocks, not on partition gradients. :meth:`Scheme.bind` gives the
+  scheme the dataset and model once (master side; it encodes the data); :meth:`Scheme.worker_data`
+  gives each worker its program (its encoded block and the operations on it), shipped once at start
+  like the dataset; an *operation order* (``Order.op`` set, with ``payload`` and the message
+  ``shape``) makes each worker call ``program(op, w, step, payload, poisoned)`` instead of computing
+  partition gradients. Two such rounds per step, the second yielded after decoding the first,
+  exactly like RRR's reactive rounds.
 """
 
 from __future__ import annotations
@@ -48,10 +49,18 @@ class Order:
     ``stacked`` False: the worker sends ``scheme.combine(worker, partitions, grads)``, a ``(d,)``
     vector; True: it sends its raw ``(p, d)`` partition gradients (every task of a stacked order
     has the same length p).
+
+    Operation orders (``op`` not None, data-encoding schemes): each worker in ``tasks`` runs
+    ``program(op, w, step, payload, poisoned)`` on its :meth:`Scheme.worker_data` program instead of
+    computing partition gradients, and sends a message of ``shape`` (same for every worker); its
+    ``tasks`` entries only say who is asked (and count computations).
     """
 
     tasks: Mapping[int, tuple[int, ...]]
     stacked: bool = False
+    op: str | None = None
+    payload: Any = None
+    shape: tuple[int, ...] | None = None
 
     @property
     def workers(self) -> tuple[int, ...]:
@@ -224,6 +233,17 @@ class Scheme:
     def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
         """Mean partition gradient from the ``(n, ...)`` first-round messages and the erasure mask."""
         raise NotImplementedError
+
+    # ---- data-encoding extension points (no-ops for gradient codes) ------------------------------
+    def bind(self, dataset: Any, model: Any, spec: Any) -> None:
+        """Called once by the master with the dataset, its ``FlatModel`` and the ``WorkerSpec``, before
+        any worker starts; schemes that encode the data (or need the model) check and prepare here,
+        raising ValueError for a combination they cannot run."""
+
+    def worker_data(self, worker: int) -> Any:
+        """Worker ``worker``'s program for operation orders (see :class:`Order`), shipped to it once at
+        start; None (the default) for schemes whose workers compute partition gradients."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """State to checkpoint (stateful aggregators keep state on the object)."""

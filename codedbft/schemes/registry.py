@@ -50,6 +50,9 @@ def _register_builtins() -> None:
 
     register_scheme("rrr", rrr.RRRScheme)
     register_scheme("rrr-randomized", lambda c: rrr.RRRScheme(c, randomized=True))
+    from codedbft.schemes import data_encoding
+
+    register_scheme("data-encoding", data_encoding.DataEncodingScheme)
 
 
 _register_builtins()
