@@ -83,15 +83,27 @@ class LocalBackend:
             out[torch.tensor(sel, dtype=torch.long)] = msg
         t1 = time.perf_counter()
         timings = {"compute_ms": (t1 - t0) * 1e3}
+        missing = None  # all present, built to shape
         if out is not None and byz and not adversary.data_level:
             honest, forgers = split_coalition(workers, byzantine, [True] * len(workers))
             if forgers:
                 ids = tuple(workers[i] for i in forgers)
-                out[torch.tensor(forgers, dtype=torch.long)] = coalition_messages(
-                    adversary.attack, out[torch.tensor(honest, dtype=torch.long)], out[torch.tensor(forgers, dtype=torch.long)], ids,
-                    step=step, seed=adversary.seed, n=adversary.n, assignment=adversary.assignment)
+                rows = torch.tensor(forgers, dtype=torch.long)
+                try:
+                    out[rows] = coalition_messages(
+                        adversary.attack, out[torch.tensor(honest, dtype=torch.long)], out[rows], ids,
+                        step=step, seed=adversary.seed, n=adversary.n, assignment=adversary.assignment)
+                except ValueError:
+                    # A partial round (interactive schemes' reactive copies) may leave too few honest
+                    # messages for the attack (ALIE's bound): as on Ray, whose failed forge is an
+                    # erasure, the forgers send nothing. A full round's error is a configuration error.
+                    if len(workers) >= adversary.n:
+                        raise
+                    out[rows] = 0
+                    missing = np.zeros(len(workers), dtype=bool)
+                    missing[forgers] = True
             timings["forge_ms"] = (time.perf_counter() - t1) * 1e3
-        return Collected(workers=workers, stack=out, timings=timings)  # all present, built to shape
+        return Collected(workers=workers, stack=out, missing=missing, timings=timings)
 
     def close(self) -> None:
         self.core = None

@@ -1,7 +1,8 @@
 """Reactive redundancy (RRR-BFT, Gupta & Vaidya 2019): an *interactive* scheme.
 
-Deterministic (``"rrr"``): n workers in k = n / (f+1) groups; partition j first goes to the f+1
-workers of group j. If all present copies agree bit for bit, at least one is honest, so the value is
+Deterministic (``"rrr"``): n workers, k = floor(n / (f+1)) partitions; partition j first goes to the
+f+1 consecutive workers of group j (workers j(f+1) .. j(f+1)+f); the n mod (f+1) workers left over are
+spares (no first-round partition, asked only for reactive copies), so any n >= 2f+1 works. If all present copies agree bit for bit, at least one is honest, so the value is
 correct. Otherwise, within the same step, the master asks f more workers (2f+1 copies in total),
 takes the value that f+1 copies share, and isolates forever every worker whose copy differed.
 Exact whenever n >= 2f+1; computation efficiency 1/(f+1) when nobody lies.
@@ -40,8 +41,6 @@ class RRRScheme(Scheme):
         n, f = config.workers, config.s
         if n < 2 * f + 1:
             raise ValueError(f"{self.name} needs n >= 2f+1 for a majority of 2f+1 copies, got n={n}, f={f}")
-        if not randomized and n % (f + 1):
-            raise ValueError(f"rrr needs (f+1) | n (groups of f+1 first copies), got n={n}, f={f}")
         self.n, self.f = n, f
         self.k = n if randomized else n // (f + 1)
         self.q = float(config.params.get("q", 0.1))
@@ -52,8 +51,9 @@ class RRRScheme(Scheme):
 
     @property
     def assignment(self) -> tuple[tuple[int, ...], ...]:
+        """Worker i's first-round partition ``(i // (f+1),)``; ``()`` for the spares past k(f+1)."""
         r = 1 if self.randomized else self.f + 1
-        return tuple((i // r,) for i in range(self.n))
+        return tuple((i // r,) if i < self.k * r else () for i in range(self.n))
 
     def coefficients(self, worker: int, partitions: Sequence[int]) -> None:
         return None  # every RRR message is one raw partition gradient
@@ -99,7 +99,7 @@ class RRRScheme(Scheme):
         # Round 1: f'+1 copies (deterministic) or one copy (randomized) of every partition.
         first: dict[int, list[int]] = defaultdict(list)
         for j in range(self.k):
-            owners = [w for w, a in enumerate(self.assignment) if a[0] == j and act[w]]
+            owners = [w for w, a in enumerate(self.assignment) if j in a and act[w]]
             need = 1 if self.randomized else f_rem + 1
             owners = owners[:need] + self._candidates(j, set(owners), act)[: max(0, need - len(owners))]
             for w in owners:
