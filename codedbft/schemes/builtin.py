@@ -152,7 +152,8 @@ class ByzShieldScheme(Scheme):
     Each worker computes the l files (partitions) the MOLS assignment gives it and sends them as a
     stacked ``(l, d)`` message (``Order.stacked``); the decoder votes per file among its r copies and
     certifies the sum, or falls back to the robust rule (default median) over the k = l**2 files.
-    ``group_size`` is r (default 3), ``byzantine`` sizes the decoder (q).
+    ``group_size`` (or scheme param ``r``) is r (default 3), l = n / r (scheme param ``l``, if given,
+    must agree); ``byzantine`` sizes the decoder (q).
     """
 
     name = "byzshield"
@@ -161,9 +162,11 @@ class ByzShieldScheme(Scheme):
         from codedbft.encoders import ByzShieldCode
 
         self.config = config
-        r = config.group_size or 3
+        r = int(config.params.get("r", config.group_size or 3))
         if config.workers % r:
             raise ValueError(f"byzshield needs n = r*l: r={r} must divide n={config.workers}")
+        if "l" in config.params and int(config.params["l"]) * r != config.workers:
+            raise ValueError(f"byzshield needs n = r*l: l={config.params['l']}, r={r}, n={config.workers}")
         self.code = ByzShieldCode(config.workers // r, r, aggregator=config.aggregator or "median",
                                   q=config.byzantine)
         self.n, self.k = self.code.n, self.code.k
