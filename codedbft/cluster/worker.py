@@ -42,7 +42,8 @@ class WorkerSpec:
 
 def _real_view(x: torch.Tensor) -> torch.Tensor:
     """``(W, ...)`` -> real ``(W, D)``: attacks work on flat real vectors (complex: re/im interleaved)."""
-    x = x.reshape(x.shape[0], -1)
+    # explicit width: a round with no honest reply (RRR reactive copies) has 0 rows, and -1 is ambiguous there
+    x = x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
     return torch.view_as_real(x).reshape(x.shape[0], -1) if x.is_complex() else x
 
 

@@ -132,6 +132,7 @@ class DataEncodingScheme(Scheme):
         self.outputs: int | None = None
         self.slots_per_step = 0
         self._programs: list[EncodedWorker] | None = None
+        self.perm: np.ndarray | None = None  # training row order the encoding uses (seeded shuffle)
 
     # -- set-up ---------------------------------------------------------------------------------
     def bind(self, dataset: Any, model: Any, spec: Any) -> None:
@@ -146,6 +147,7 @@ class DataEncodingScheme(Scheme):
         Y = dataset.y_train.numpy().astype(np.float64)
         perm = np.random.default_rng([self.seed, 0xDA7A]).permutation(len(X))
         blocks = self.code.encode_data(X[perm], Y[perm])
+        self.perm = perm
         self.outputs = None if Y.ndim == 1 else int(Y.shape[1])
         self.slots_per_step = int(spec.b)
         n_b = blocks[0].rows.shape[0]
@@ -173,6 +175,11 @@ class DataEncodingScheme(Scheme):
         n_b = self.code.slot_rows(None).size // self.k
         rng = np.random.default_rng([self.seed, step, 0x5107])
         return np.sort(rng.choice(n_b, self.slots_per_step, replace=False))
+
+    def row_ids(self, step: int) -> np.ndarray:
+        """Training-set row ids the step's mini-batch covers (the slots' real rows, padding dropped)."""
+        rows = self.code.slot_rows(self.slots(step))
+        return self.perm[rows[rows >= 0]]
 
     def _reseed(self, step: int, rnd: int) -> None:
         self._gen.bit_generator.state = np.random.default_rng([self.seed, step, rnd, 0xA1FA]).bit_generator.state
