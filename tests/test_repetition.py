@@ -162,6 +162,24 @@ def test_tolerance_fallback_is_relative_not_absolute():
     assert not bool(vote.decided[0]) and vote.flagged == ()
 
 
+def test_tolerance_fallback_survives_huge_finite_liars():
+    """A liar at 1e300 must not overflow the fallback's distances: squared norms of 1e300 are Inf,
+    and Inf <= rtol * Inf once made every copy "close" to the liar."""
+    rng = np.random.default_rng(6)
+    g = rng.standard_normal(200)
+    # three different values, no majority: undecided, nobody flagged
+    vote = majority_vote(np.stack([np.zeros(200), np.full(200, 1e300), g]), group_size=3)
+    assert not bool(vote.decided[0]) and vote.flagged == ()
+    # two honest copies that differ in the last bits still beat the huge liar
+    msgs = np.stack([g, np.full(200, 1e300), g * (1 + 1e-9 * rng.standard_normal(200))])
+    vote = majority_vote(msgs, group_size=3)
+    assert bool(vote.decided[0]) and bool(vote.tolerance[0]) and vote.flagged == (1,)
+    # an honest copy is not dragged below underflow next to the liar
+    msgs = np.stack([g * 1e-200, np.full(200, -1e300), g * 1e-200 * (1 + 1e-9)])
+    vote = majority_vote(msgs, group_size=3)
+    assert bool(vote.decided[0]) and vote.flagged == (1,)
+
+
 def test_fingerprint_collision_cannot_make_a_wrong_value_win():
     """Adversaries that agree with the honest value almost everywhere (so most fingerprints collide)
     never win: the bytewise confirmation catches them."""

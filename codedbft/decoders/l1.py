@@ -238,14 +238,16 @@ class L1Decoder:
         return self._locate(np.asarray(y, dtype=np.float64), erased, list(methods))
 
     def _locate(self, y: np.ndarray, erased: np.ndarray | None, methods: list[str] | None,
-                skip: set[tuple[int, ...]] | frozenset = frozenset(), allow_clean: bool = True) -> Location:
+                skip: set[tuple[int, ...]] | frozenset = frozenset(), allow_clean: bool = True,
+                rtol: float | None = None) -> Location:
+        rtol = self.rtol if rtol is None else rtol
         n = self.n
         er = np.zeros(n, dtype=bool) if erased is None else np.asarray(erased, dtype=bool)
         y = np.where(er, 0.0, y)
         # Locating is scale-invariant; normalising keeps squares of huge (1e200) errors finite.
         ymax = float(np.abs(y).max()) if y.size else 0.0
         if ymax > 0 and np.isfinite(ymax):
-            loc = self._locate(y / ymax, er, methods, skip, allow_clean) if ymax != 1.0 else None
+            loc = self._locate(y / ymax, er, methods, skip, allow_clean, rtol) if ymax != 1.0 else None
             if loc is not None:
                 loc.errors *= ymax
                 return loc
@@ -253,7 +255,7 @@ class L1Decoder:
         t_eff = max((2 * self.t - int(er.sum())) // 2, 0)
         s = self.F @ y
         ynorm = float(np.linalg.norm(y))
-        floor = 0.1 * self.rtol * ynorm  # below this the syndrome is rounding noise (harmless errors)
+        floor = 0.1 * rtol * ynorm  # below this the syndrome is rounding noise (harmless errors)
         info: dict[str, Any] = {"syndrome_norm": float(np.linalg.norm(s)), "t_eff": t_eff, "tried": []}
         Fe, Fn = self.F[:, er], self.F[:, ne]
         if t_eff == 0 or (allow_clean and float(np.linalg.norm(s)) <= floor):
@@ -376,6 +378,7 @@ class L1Decoder:
         """
         t0 = time.perf_counter()
         R, kind = as_numpy(messages)
+        rtol = self.effective_rtol(R.dtype)
         squeeze = R.ndim == 1
         if squeeze:
             R = R[:, None]
@@ -404,13 +407,13 @@ class L1Decoder:
             tried: set[tuple[int, ...]] = set()
             first = None
             for i, method in enumerate(("l1", "exhaustive", "prony")):
-                cand = self._locate(Yn[:, 0], er, [method], skip=tried, allow_clean=i == 0)
+                cand = self._locate(Yn[:, 0], er, [method], skip=tried, allow_clean=i == 0, rtol=rtol)
                 info["locate"].append(cand.info)
                 if cand.method == "none":
                     continue
                 tried.add(cand.support)
                 first = first or cand
-                ok, worst, sc, z = self._verify(Yn[:, 1], np.setdiff1d(ne, cand.support))
+                ok, worst, sc, z = self._verify(Yn[:, 1], np.setdiff1d(ne, cand.support), rtol)
                 if ok:
                     loc, zb, scale, v_res, verified = cand, z, sc, worst, True
                     break
@@ -434,7 +437,7 @@ class L1Decoder:
             return self._result(Z, kind, squeeze, flagged, False, info, t0)
         if loc is None:  # nothing located at all: best effort on every usable row
             loc = Location((), np.zeros(self.n), "none", {})
-            _, v_res, scale, zb = self._verify(Yn[:, 1], ne)
+            _, v_res, scale, zb = self._verify(Yn[:, 1], ne, rtol)
         H = np.setdiff1d(ne, loc.support)
         t2 = time.perf_counter()
         info["locator"] = (loc.method if verified else f"{loc.method} (unverified)") + (" after peeling" if peeled else "")
@@ -444,7 +447,7 @@ class L1Decoder:
         if zb is not None and loc.support:
             sup = np.asarray(loc.support)
             row_res = np.abs(Yn[sup, 1] - self.G[sup] @ zb)
-            errs = [int(j) for j, r_ in zip(sup, row_res) if not r_ <= self.rtol * scale]
+            errs = [int(j) for j, r_ in zip(sup, row_res) if not r_ <= rtol * scale]
         else:
             errs = list(loc.support)
         errs += peeled
@@ -459,7 +462,21 @@ class L1Decoder:
                     cond_honest=float(np.linalg.cond(self.G[H])))
         return self._result(Z, kind, squeeze, flagged, exact, info, t0)
 
-    def _verify(self, yb: np.ndarray, H: np.ndarray) -> tuple[bool, float, float, np.ndarray | None]:
+    def effective_rtol(self, dtype: Any) -> float:
+        """Verification tolerance for messages of ``dtype``.
+
+        Messages rounded to a narrower float than float64 are not exactly codewords: an honest
+        float32 row misses the code's column space by about its own rounding (~1e-7 relative), which
+        a float64 tolerance of 1e-9 would call an error. The tolerance is therefore never below
+        ``1000 · eps(dtype)`` (1.2e-4 for float32): errors smaller than that relative to the
+        messages are indistinguishable from the workers' own rounding and are not flagged.
+        """
+        dt = np.dtype(dtype)
+        if not np.issubdtype(dt, np.inexact):
+            return self.rtol
+        return max(self.rtol, 1000.0 * float(np.finfo(dt).eps)) if np.finfo(dt).bits < 64 else self.rtol
+
+    def _verify(self, yb: np.ndarray, H: np.ndarray, rtol: float | None = None) -> tuple[bool, float, float, np.ndarray | None]:
         """beta-check: fit G[H] z = yb[H]; every row of H must be explained to rtol * ||yb[H]||.
 
         Returns (ok, worst row residual, ||yb[H]||, z)."""
@@ -471,7 +488,8 @@ class L1Decoder:
         resid = np.abs(yb[H] / a - self.G[H] @ zb)
         scale = float(np.linalg.norm(yb[H] / a))
         worst = float(resid.max()) if resid.size else 0.0
-        return worst <= self.rtol * max(scale, 1e-300), worst * a, scale * a, zb * a
+        rtol = self.rtol if rtol is None else rtol
+        return worst <= rtol * max(scale, 1e-300), worst * a, scale * a, zb * a
 
     def _result(self, Z, kind, squeeze, flagged, exact, info, t0) -> DecodeResult:
         if squeeze:

@@ -153,18 +153,31 @@ def _slow_group(rows: torch.Tensor, present: torch.Tensor, rtol: float) -> tuple
     win = int(np.argmax(counts))
     if 2 * int(counts[win]) > n_present:
         return win, torch.from_numpy(eq[win]), True, False
-    # Relative-tolerance clustering on finite members; distances from a float64 Gram matrix (r is small).
+    # Relative-tolerance clustering on finite members. Each pair is compared on its own scale
+    # (divided by the pair's largest magnitude) so a huge but finite liar (1e300) neither
+    # overflows the squares nor drags an honest copy below the underflow threshold; r is small,
+    # so r(r-1)/2 direct differences in float64 also avoid the Gram identity's cancellation.
     v = rows.detach().cpu().numpy()
     if np.iscomplexobj(v):
         v = np.concatenate([v.real, v.imag], axis=-1)
     v = v.astype(np.float64)
     with np.errstate(all="ignore"):
         finite = np.isfinite(v).all(-1) & pres
-        v = np.where(finite[:, None], v, 0.0)
-        gram = v @ v.T
-        sq = np.diag(gram)
-        dist2 = np.maximum(sq[:, None] + sq[None, :] - 2 * gram, 0.0)
-        close = (dist2 <= rtol**2 * np.maximum(sq[:, None], sq[None, :])) & finite[:, None] & finite[None, :]
+        amax = np.where(finite, np.abs(np.where(np.isfinite(v), v, 0.0)).max(-1, initial=0.0), 0.0)
+        close = np.eye(r, dtype=bool) & finite[:, None]
+        for a in range(r):
+            for c in range(a + 1, r):
+                if not (finite[a] and finite[c]):
+                    continue
+                scale = max(amax[a], amax[c])
+                if scale == 0.0:
+                    close[a, c] = close[c, a] = True
+                    continue
+                va, vc = v[a] / scale, v[c] / scale
+                diff = va - vc
+                d2 = float(diff @ diff)
+                ok = d2 <= rtol**2 * max(float(va @ va), float(vc @ vc))
+                close[a, c] = close[c, a] = ok
     tcounts = close.sum(1)
     twin = int(np.argmax(tcounts))
     if 2 * int(tcounts[twin]) > n_present:
