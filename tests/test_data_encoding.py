@@ -78,6 +78,37 @@ def test_every_placement_exact(m, t):
     assert "l1" in methods  # and the fallbacks took the rest (L1 is weak at small m)
 
 
+@pytest.mark.parametrize("m,t", [(7, 2), (9, 3)])
+def test_one_round_gram_path_every_placement(m, t):
+    """The contract's one-call form: worker_gradient(i, w, block) with no residual (the encoded Gram
+    matrix) gives the same codeword as round 2, so decode recovers Xᵀ(Xw − y) under every placement."""
+    X, y, w = _problem(41, 13, seed=10 + m)
+    ref = X.T @ (X @ w - y)
+    code = DataEncodingCode(m, t)
+    blocks = code.encode_data(X, y)
+    M = np.stack([code.worker_gradient(i, w, blocks[i]) for i in range(m)])
+    # the same codeword as the paper's round 2 (cols_i r with the decoded residual r)
+    r1 = code.decode_residual(np.stack([code.worker_residual(i, w, blocks[i]) for i in range(m)]))
+    M2 = np.stack([code.worker_gradient(i, w, blocks[i], r1.gradient) for i in range(m)])
+    np.testing.assert_allclose(M, M2, rtol=1e-10, atol=1e-10 * np.abs(M2).max())
+    rng = np.random.default_rng(3)
+    for q in range(t + 1):
+        for bad in itertools.combinations(range(m), q):
+            res = code.decode(_corrupt(M, bad, rng))
+            assert res.flagged == bad and res.exact
+            assert _rel(res.gradient, ref) < REL
+    # torch in, torch out
+    res_t = code.decode(torch.from_numpy(M))
+    assert isinstance(res_t.gradient, torch.Tensor) and _rel(res_t.gradient.numpy(), ref) < REL
+    # a mini-batch or a block without the Gram encoding needs the residual round: a clear error
+    with pytest.raises(ValueError, match="two-round|residual"):
+        code.worker_gradient(0, w, blocks[0], batch=[0])
+    bare = code.encode_data(X, y, gram=False)
+    assert bare[0].gram is None and blocks[0].gram_storage > 0
+    with pytest.raises(ValueError, match="Gram"):
+        code.worker_gradient(0, w, bare[0])
+
+
 def test_random_placements_m30_attack_kinds():
     m, t = 30, 7
     X, y, w = _problem(300, 64, seed=3)
@@ -316,7 +347,7 @@ def test_config_errors():
     with pytest.raises(ValueError, match="encode_data"):
         code.decode(np.zeros((7, 4)))
     X, y, w = _problem(10, 3)
-    blocks = code.encode_data(X, y)
+    blocks = code.encode_data(X, y, gram=False)
     with pytest.raises(ValueError, match="residual"):
         code.worker_gradient(0, w, blocks[0])
     with pytest.raises(ValueError, match="shape"):

@@ -68,17 +68,27 @@ class DataBlock:
         rows: (n_b, K·d_b) ``Σ_l G[i, l] X_l``, for round 1.
         y: (n_b, o) ``Σ_l G[i, l] y_l`` (o = 1 for a vector target).
         cols: (d_b, K·n_b) ``Σ_l G[i, l] X^(l)ᵀ``, for round 2.
+        gram: (d_b, K·d_b) ``Σ_l G[i, l] (XᵀX)_l`` (row block l of the padded Gram matrix) or None:
+            the one-round, full-batch path of :meth:`DataEncodingCode.worker_gradient`.
+        xty: (d_b, o) ``Σ_l G[i, l] (Xᵀy)_l`` or None, with ``gram``.
     """
 
     worker: int
     rows: np.ndarray
     y: np.ndarray
     cols: np.ndarray
+    gram: np.ndarray | None = None
+    xty: np.ndarray | None = None
 
     @property
     def storage(self) -> int:
         """Numbers of X-derived data this worker stores (rows and cols)."""
         return int(self.rows.size + self.cols.size)
+
+    @property
+    def gram_storage(self) -> int:
+        """Numbers of the one-round Gram encoding this worker stores (0 when there is none)."""
+        return 0 if self.gram is None else int(self.gram.size + self.xty.size)
 
 
 @dataclass(frozen=True)
@@ -163,10 +173,17 @@ class DataEncodingCode(Code):
         return L1Decoder(self._loc, G=self.generator, t=self.t, solver=self.solver, rtol=self.rtol, rng=self._rng)
 
     # ------------------------------------------------------------------ encoding
-    def encode_data(self, X: Any, y: Any) -> tuple[DataBlock, ...]:
+    #: ``encode_data(..., gram=None)`` stores the one-round Gram encoding up to this many features.
+    GRAM_MAX_FEATURES = 4096
+
+    def encode_data(self, X: Any, y: Any, *, gram: bool | None = None) -> tuple[DataBlock, ...]:
         """Encode X (n, d) and y (n,) or (n, o) into one :class:`DataBlock` per worker (float64).
 
         Records the layout (n, d, block sizes) on the code: later rounds decode with it.
+
+        ``gram``: also store the one-round encoding of ``(XᵀX, Xᵀy)`` (d²/K more numbers per worker),
+        which lets ``worker_gradient(i, w, block)`` answer a full-batch step without the residual
+        round. ``None`` (default): only when d <= :attr:`GRAM_MAX_FEATURES`.
         """
         Xa, _ = as_numpy(X)
         ya, _ = as_numpy(y)
@@ -187,7 +204,17 @@ class DataEncodingCode(Code):
         ys = np.einsum("il,lbo->ibo", G, yp.reshape(K, n_b, -1), optimize=True)
         cols = np.einsum("il,lcn->icn", G, Xp.T.reshape(K, d_b, K * n_b), optimize=True)
         self._layout = _Layout(n, d, o, n_b, d_b)
-        return tuple(DataBlock(i, rows[i], ys[i], cols[i]) for i in range(self.m))
+        if gram is None:
+            gram = d <= self.GRAM_MAX_FEATURES
+        if not gram:
+            return tuple(DataBlock(i, rows[i], ys[i], cols[i]) for i in range(self.m))
+        # The least-squares gradient Xᵀ(Xw − y) = (XᵀX) w − Xᵀy is LINEAR in (XᵀX, Xᵀy): encoding the
+        # Gram matrix's row blocks gives the same codeword G·Z2 as round 2, in one round.
+        A = Xp.T @ Xp  # (K·d_b, K·d_b), symmetric
+        b = Xp.T @ yp  # (K·d_b, o)
+        grams = np.einsum("il,lbd->ibd", G, A.reshape(K, d_b, K * d_b), optimize=True)
+        xtys = np.einsum("il,lbo->ibo", G, b.reshape(K, d_b, -1), optimize=True)
+        return tuple(DataBlock(i, rows[i], ys[i], cols[i], grams[i], xtys[i]) for i in range(self.m))
 
     def storage_redundancy(self, blocks: Sequence[DataBlock]) -> float:
         """Measured storage: Σ_i stored X-derived numbers / (n·d); 2m/(m − 2t) when K divides n and d."""
@@ -228,17 +255,31 @@ class DataEncodingCode(Code):
     # ------------------------------------------------------------------ round 2
     def worker_gradient(self, i: int, w: Any, block: DataBlock, residual: Any = None,
                         batch: Sequence[int] | None = None) -> Any:
-        """Round 2, honest worker i: ``cols_i[:, slots] r``, flattened to (d_b·o,).
+        """What honest worker i sends for the gradient: a (d_b·o,) share that :meth:`decode` decodes.
 
-        ``residual`` is the decoded round-1 residual (:meth:`decode_residual`), ``batch`` the same
-        slots as in round 1. ``w`` is not needed once r is known (kept for the common signature).
+        Two ways, same codeword (so :meth:`decode` takes either):
+
+        * ``worker_gradient(i, w, block)`` (one round, full batch): ``gram_i w − xty_i`` from the
+          encoded Gram matrix (needs ``block.gram``, see :meth:`encode_data`).
+        * ``worker_gradient(i, w, block, residual, batch)`` (round 2 of the paper's protocol, any
+          mini-batch): ``cols_i[:, slots] r`` with ``r`` the decoded round-1 residual
+          (:meth:`decode_residual`) and ``batch`` the same slots as in round 1; ``w`` is not used.
         """
         lay = self._require_layout()
         if residual is None:
-            raise ValueError(
-                "data encoding is two rounds (the least-squares gradient is quadratic in the data): "
-                "pass residual=decode_residual(round-1 messages).gradient"
-            )
+            if batch is not None:
+                raise ValueError(
+                    "a mini-batch gradient needs the two-round protocol: pass "
+                    "residual=decode_residual(round-1 messages).gradient with the same batch"
+                )
+            if block.gram is None:
+                raise ValueError(
+                    "this block has no Gram encoding (encode_data(..., gram=False) or d > GRAM_MAX_FEATURES): "
+                    "pass residual=decode_residual(round-1 messages).gradient (two rounds)"
+                )
+            wa, kind = as_numpy(w)
+            wp = self._pad_w(wa, lay)
+            return kind.wrap((block.gram @ wp - block.xty).ravel())
         ra, kind = as_numpy(residual)
         q = self._slots(batch)
         if ra.shape[0] != self.k * len(q):

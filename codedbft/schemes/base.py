@@ -195,7 +195,7 @@ class Scheme:
             return grad_dtype
         if np.iscomplexobj(B) and np.any(np.imag(B)):
             return torch.promote_types(grad_dtype, torch.complex128)
-        return torch.promote_types(grad_dtype, torch.from_numpy(B[:1, :1]).dtype)
+        return torch.promote_types(grad_dtype, torch.from_numpy(np.zeros(1, dtype=B.dtype)).dtype)
 
     # ---- master side -----------------------------------------------------------------------------
     def first_order(self, active: Sequence[bool] | None = None) -> Order:

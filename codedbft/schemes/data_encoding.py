@@ -146,7 +146,7 @@ class DataEncodingScheme(Scheme):
         X = dataset.X_train.reshape(dataset.num_train, -1).numpy().astype(np.float64)
         Y = dataset.y_train.numpy().astype(np.float64)
         perm = np.random.default_rng([self.seed, 0xDA7A]).permutation(len(X))
-        blocks = self.code.encode_data(X[perm], Y[perm])
+        blocks = self.code.encode_data(X[perm], Y[perm], gram=False)  # mini-batch SGD: the two-round protocol
         self.perm = perm
         self.outputs = None if Y.ndim == 1 else int(Y.shape[1])
         self.slots_per_step = int(spec.b)
