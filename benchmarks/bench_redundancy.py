@@ -1,6 +1,6 @@
 """Redundancy versus overhead: every scheme at n ~ 15 workers and s in {1, 2, 3} Byzantine ones.
 
-For each scheme (vanilla + median, vanilla + multi-krum, DRACO repetition, DRACO cyclic, DETOX,
+For each scheme (vanilla + mean as the undefended reference, vanilla + median, vanilla + multi-krum, DRACO repetition, DRACO cyclic, DETOX,
 ByzShield, RRR, RRR-randomized with q in {0.1, 0.5}, data encoding) and each s, two training runs of
 T steps on the local backend (``dedup=False``: every (worker, partition) gradient is computed, as on
 a cluster), one under ALIE and one under the omniscient attack (c = 10), Byzantine workers placed at
@@ -44,6 +44,7 @@ LINEAR = dict(dataset="digits-linear", model="linear", lr=0.05)
 
 #: (label, RunConfig overrides, needs least squares)
 SCHEMES: list[tuple[str, dict[str, Any], bool]] = [
+    ("vanilla+mean", dict(scheme="vanilla", aggregator="mean"), False),  # no defence: what the attacks do
     ("vanilla+median", dict(scheme="vanilla", aggregator="median"), False),
     ("vanilla+multi-krum", dict(scheme="vanilla", aggregator="multi-krum"), False),
     ("draco-repetition", dict(scheme="draco-repetition"), False),
@@ -154,7 +155,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     marks = {1: "o", 2: "s", 3: "^"}
-    colors = {label: plt.cm.tab10(i) for i, (label, _, _) in enumerate(SCHEMES)}
+    colors = {label: plt.cm.tab20(i / 20) for i, (label, _, _) in enumerate(SCHEMES)}
     for e in report["results"]:
         if "unavailable" in e:
             continue

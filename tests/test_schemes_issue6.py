@@ -286,6 +286,9 @@ RAY_CASES = {
                            scheme_params={"q": 0.5}),
     # l = 3, r = 2 (n = 6): an even r ties, so files a liar holds go to the robust rule.
     "byzshield": dict(SHARED, scheme="byzshield", byzantine=1, group_size=2, attack="alie", batch_size=63),
+    # The issue-3/4 schemes not covered by test_runtime_ray, on the same 3 warm actors as rrr-randomized.
+    "draco-cyclic": dict(SHARED, scheme="draco-cyclic", workers=3, byzantine=1, attack="alie"),
+    "vanilla": dict(SHARED, scheme="vanilla", workers=3, byzantine=1, aggregator="median", attack="sign-flip"),
 }
 
 
