@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 import torch
+
+from _timing import median_ms
 
 from codedbft.attacks import AttackContext, by_name
 
@@ -47,16 +48,6 @@ def numpy_reference(name: str, x: np.ndarray, own: np.ndarray, rng: np.random.Ge
         "bit-flip": lambda: np.where(rng.random(own.shape) < 0.5, -own, own),
     }
     return refs.get(name)
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: first-touch allocations and lazy initialisation
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

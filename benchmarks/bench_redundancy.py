@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _timing import median_ms
+
 from codedbft.cluster import Master, RunConfig
 
 LOGREG = dict(dataset="digits", model="logreg", lr=0.2)
@@ -72,12 +74,7 @@ def sum_ms(rows: int, d: int, repeat: int = 7) -> float:
     import numpy as np
 
     x = np.random.default_rng(0).standard_normal((rows, d), dtype=np.float32)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        x.sum(axis=0)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return median_ms(lambda: x.sum(axis=0), repeat)
 
 
 def run_one(cfg: RunConfig) -> dict[str, Any]:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from _timing import median_ms
 
 from codedbft.training import FlatModel, build_model, load_dataset, set_deterministic
 
@@ -34,16 +34,6 @@ CASES = [
     ("mnist1d", "cnn1d", {}),
     ("digits-linear", "linear", {}),
 ]
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: lazy initialisation, first-touch allocations
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def naive_grads(model: torch.nn.Module, fm: FlatModel, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

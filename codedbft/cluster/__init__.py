@@ -10,8 +10,9 @@ Only the master and the config are imported eagerly; the Ray backend imports Ray
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from codedbft._lazy import lazy_getattr
 
 from codedbft.cluster.config import RunConfig
 
@@ -37,9 +38,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from codedbft.cluster.worker import WorkerCore, WorkerSpec
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'codedbft.cluster' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from codedbft._lazy import lazy_getattr
 
 from codedbft.decoders.base import DecodeResult, Decoder
 
@@ -23,9 +24,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from codedbft.decoders.syndrome import SyndromeDecoder
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'codedbft.decoders' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)

@@ -5,8 +5,9 @@ Imported lazily so that ``import codedbft.encoders`` stays cheap (galois compile
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from codedbft._lazy import lazy_getattr
 
 from codedbft.encoders.base import Code
 
@@ -26,9 +27,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from codedbft.encoders.repetition import RepetitionCode
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'codedbft.encoders' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
