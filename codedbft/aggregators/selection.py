@@ -76,9 +76,15 @@ class FABA(FRule):
             m = n - it
             Da = torch.where(alive.unsqueeze(1) & alive.unsqueeze(2), D, torch.zeros((), dtype=D.dtype))
             row = Da.sum(dim=2)
-            dist = row / m - row.sum(dim=1, keepdim=True) / (2 * m * m)
+            center = row.sum(dim=1, keepdim=True) / (2 * m * m)
+            dist = row / m - center
             dist = torch.where(alive, torch.nan_to_num(dist, nan=float("inf")), -torch.ones((), dtype=D.dtype))
-            far = dist.argmax(dim=1)
+            # Equal distances (ties: the lower index goes) come out of the formula a few ulps apart,
+            # in whichever direction the summation order rounds: within the formula's own rounding
+            # of the maximum, every candidate is a tie.
+            top = dist.max(dim=1, keepdim=True).values
+            tol = 64 * torch.finfo(D.dtype).eps * (top.abs() + 2 * center.abs())
+            far = (dist >= top - torch.nan_to_num(tol, nan=0.0, posinf=0.0)).to(torch.uint8).argmax(dim=1)
             alive[rows, far] = False
             dropped.append(far)
         self.last_info["dropped"] = torch.stack(dropped, dim=1) if dropped else torch.zeros(B, 0, dtype=torch.int64)
