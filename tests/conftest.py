@@ -15,7 +15,8 @@ def ray_session():
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        # "local": a new instance, never the cluster a `ray start` left in /tmp/ray/ray_current_cluster
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         started = True
     yield ray
     if started:

@@ -38,9 +38,13 @@ def _ray_executable() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
+CURRENT = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address for "auto"
+
+
 @pytest.fixture()
 def ray_head(tmp_path):
     pytest.importorskip("ray")
+    before = CURRENT.read_bytes() if CURRENT.exists() else None
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(
@@ -60,15 +64,23 @@ def ray_head(tmp_path):
             pytest.fail("ray start --head did not come up in 90 s")
         yield head
     finally:
-        try:
-            os.killpg(head.pid, signal.SIGTERM)
-            head.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        # Only the group this fixture started: SIGTERM, a short grace, then SIGKILL for what is left
+        # (the head's GCS and raylet take their time over SIGTERM, and nothing of them is needed).
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
             try:
-                os.killpg(head.pid, signal.SIGKILL)
+                os.killpg(head.pid, sig)
             except ProcessLookupError:
+                break
+            try:
+                head.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
                 pass
         log.close()
+        # Leave the record as it was: a stale address would send later `ray.init()`s to a dead head.
+        if before is None:
+            CURRENT.unlink(missing_ok=True)
+        else:
+            CURRENT.write_bytes(before)
 
 
 def _train(run_dir: Path, *extra: str) -> dict:
@@ -86,3 +98,22 @@ def test_train_joins_an_existing_cluster_and_matches_the_simulator(ray_head, tmp
     assert remote["flagged_total"] == local["flagged_total"] == 4  # the liar, flagged every step
     # The run used the head's cluster: the head is still up after the client disconnected.
     assert ray_head.poll() is None
+
+
+@pytest.fixture()
+def stale_record():
+    """A /tmp/ray/ray_current_cluster that names a head which is gone (what a killed `ray start` leaves)."""
+    before = CURRENT.read_bytes() if CURRENT.exists() else None
+    CURRENT.parent.mkdir(parents=True, exist_ok=True)
+    CURRENT.write_text(f"127.0.0.1:{_free_port()}")
+    yield
+    if before is None:
+        CURRENT.unlink(missing_ok=True)
+    else:
+        CURRENT.write_bytes(before)
+
+
+def test_embedded_default_ignores_a_stale_cluster_record(stale_record, tmp_path):
+    """Plain ray.init() would try to join the recorded (dead) head; the embedded default starts its own."""
+    summary = _train(tmp_path / "run", "--backend", "ray")
+    assert summary["flagged_total"] == 4 and summary["steps"] == 4

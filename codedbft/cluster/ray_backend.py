@@ -23,7 +23,14 @@ from codedbft.schemes import Order, Scheme
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Start (or connect to) Ray unless it is up; returns True when this call started it."""
+    """Start (or connect to) Ray unless it is up; returns True when this call started it.
+
+    ``address`` None means the embedded default: a NEW local instance (``address="local"``), unless
+    the user named a cluster in ``RAY_ADDRESS``. Plain ``ray.init()`` would instead connect to the
+    last cluster ``ray start`` recorded in /tmp/ray/ray_current_cluster, even a dead one.
+    ``"auto"`` joins the cluster running on this node; ``"ray://host:10001"`` or ``"host:port"``
+    a remote one.
+    """
     import ray
 
     if ray.is_initialized():
@@ -31,6 +38,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     if address is None:
+        address = os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
         kw["num_cpus"] = num_cpus or os.cpu_count() or 2
     ray.init(address=address, **kw)
     return True
