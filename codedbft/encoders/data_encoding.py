@@ -11,8 +11,9 @@ Code. A locator ``F`` (2t, m) (default: cosine/sine rows with half-integer frequ
 see :func:`~codedbft.decoders.l1.cosine_locator`) and an orthonormal basis ``G`` (m, K) of its null
 space, K = m − 2t. Any t-row error is located from its syndrome, and any m − t rows of G have rank K.
 
-Encoding (two matrix-vector products, as in the paper: the gradient is quadratic in the data, so no
-single round of encoded data yields it). Pad X (n, d) with zero rows and columns to (K·n_b, K·d_b)
+Encoding (two matrix-vector products, as in the paper: the gradient is quadratic in the data X, so
+no single round on encoded X yields it; it is linear in (XᵀX, Xᵀy), which :meth:`encode_data` also
+encodes for a one-round full-batch path, see :meth:`worker_gradient`). Pad X (n, d) with zero rows and columns to (K·n_b, K·d_b)
 and split it two ways, into K row blocks ``X_l`` (n_b, ·) and K column blocks ``X^(l)`` (·, d_b).
 Worker i stores
 
