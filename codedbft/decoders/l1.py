@@ -395,7 +395,7 @@ class L1Decoder:
         t1 = time.perf_counter()
         info: dict[str, Any] = {"erased": int(miss.sum()), "nonfinite": np.flatnonzero(bad).tolist(), "locate": []}
         peeled: list[int] = []  # rows located as errors in an earlier pass, now treated as erasures
-        loc, zb, verified, scale, v_res, Yn = None, None, False, 0.0, np.inf, Y
+        loc, zb, verified, v_res, Yn = None, None, False, np.inf, Y
         for _ in range(self.t + 1):
             ne = np.flatnonzero(~er)
             if len(ne) < self.K:
@@ -413,12 +413,12 @@ class L1Decoder:
                     continue
                 tried.add(cand.support)
                 first = first or cand
-                ok, worst, sc, z = self._verify(Yn[:, 1], np.setdiff1d(ne, cand.support), rtol)
+                ok, worst, _, z = self._verify(Yn[:, 1], np.setdiff1d(ne, cand.support), rtol)
                 if ok:
-                    loc, zb, scale, v_res, verified = cand, z, sc, worst, True
+                    loc, zb, v_res, verified = cand, z, worst, True
                     break
                 if loc is None:
-                    loc, zb, scale, v_res = cand, z, sc, worst
+                    loc, zb, v_res = cand, z, worst
             if verified or first is None or not first.support:
                 break
             # Errors of very different sizes: the largest hide the others below the rounding of one
@@ -437,24 +437,35 @@ class L1Decoder:
             return self._result(Z, kind, squeeze, flagged, False, info, t0)
         if loc is None:  # nothing located at all: best effort on every usable row
             loc = Location((), np.zeros(self.n), "none", {})
-            _, v_res, scale, zb = self._verify(Yn[:, 1], ne, rtol)
+            _, v_res, _, zb = self._verify(Yn[:, 1], ne, rtol)
         H = np.setdiff1d(ne, loc.support)
         t2 = time.perf_counter()
         info["locator"] = (loc.method if verified else f"{loc.method} (unverified)") + (" after peeling" if peeled else "")
         info["lp_status"] = next((d["lp_status"] for d in info["locate"] if "lp_status" in d), None)
         info["verify_residual"] = v_res
-        # A located row whose beta-residual is at the noise level sent the honest value: not flagged.
-        if zb is not None and loc.support:
-            sup = np.asarray(loc.support)
-            row_res = np.abs(Yn[sup, 1] - self.G[sup] @ zb)
-            errs = [int(j) for j, r_ in zip(sup, row_res) if not r_ <= rtol * scale]
-        else:
-            errs = list(loc.support)
-        errs += peeled
-        flagged = tuple(sorted(set(errs) | set(np.flatnonzero(bad).tolist())))
         D = np.linalg.pinv(self.G[H])  # (K, |H|)
         W = D if self.out is None else self.out @ D
-        Z = _combine_rows(W, R, H, all_finite=not (miss | bad).any())
+        W2 = W[None, :] if W.ndim == 1 else W
+        # A located row whose whole message equals the recovered codeword sent the honest value: not
+        # flagged. The codeword rows G[sup] D R[H] ride in the same pass over R as the output (one
+        # projection is not enough to judge: a small error can be nearly orthogonal to it).
+        sup = np.asarray(loc.support, dtype=np.intp) if zb is not None else np.zeros(0, dtype=np.intp)
+        both = _combine_rows(np.vstack([W2, self.G[sup] @ D]), R, H, all_finite=not (miss | bad).any())
+        Z = both[0] if W.ndim == 1 else both[: W2.shape[0]]
+        if sup.size:
+            C = both[W2.shape[0]:]
+            Rs = np.asarray(R[sup], dtype=np.float64)
+            # at each row's own scale: the squares of a 1e200 liar must not overflow to Inf <= Inf
+            sc = np.maximum(np.abs(Rs).max(axis=1, initial=0.0), np.abs(C).max(axis=1, initial=0.0))
+            sc = np.where(sc > 0, sc, 1.0)[:, None]
+            Rs, C = Rs / sc, C / sc
+            diff = np.linalg.norm(Rs - C, axis=1)
+            tol = rtol * np.maximum(np.linalg.norm(C, axis=1), np.linalg.norm(Rs, axis=1))
+            errs = [int(j) for j, dj, tj in zip(sup, diff, tol) if not dj <= tj]
+        else:
+            errs = [] if zb is not None else list(loc.support)
+        errs += peeled
+        flagged = tuple(sorted(set(errs) | set(np.flatnonzero(bad).tolist())))
         t3 = time.perf_counter()
         n_erasures = int((miss | bad).sum())
         exact = verified and 2 * len(errs) + n_erasures <= 2 * self.t
