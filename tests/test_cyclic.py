@@ -127,12 +127,17 @@ def _check(code, G, ids, attack, rng, missing=None, tol=1e-9):
                                        (15, 3, 500), (45, 5, 70)])
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_every_placement_up_to_s(n, s, limit, attack):
+    """Every placement of e <= s adversaries (exhaustive while C(n, e) is within the limit, else all
+    n adjacent runs plus random ones): exact sum, and the flagged set is exactly the placed workers."""
     rng = np.random.default_rng(n * 100 + s)
     code = CyclicMDSCode(n, s, seed=0)
     G = rng.standard_normal((n, 48))
     for e in range(1, s + 1):
-        for ids in _placements(n, e, rng, limit if e == s else max(limit // 4, n)):
-            _check(code, G, ids, attack, rng)
+        cap = limit if e == s else max(limit // 4, n)
+        placements = _placements(n, e, rng, cap)
+        assert len(placements) == (math.comb(n, e) if math.comb(n, e) <= cap else cap)
+        flagged = {_check(code, G, ids, attack, rng).flagged for ids in placements}
+        assert flagged == set(placements)  # each placement named exactly, none merged or missed
 
 
 def test_mixed_magnitudes_deflate():

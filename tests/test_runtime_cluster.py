@@ -1,13 +1,14 @@
 """Joining an existing Ray cluster: ``codedbft train --address auto`` against a head this test starts.
 
 The head runs as ``ray start --head --block`` in its own process group and is ended by that group id
-(never ``ray stop``, which would end every Ray process on the machine). The training runs in a
+(never Ray's own stop command, which would end every Ray process on the machine). The training runs in a
 subprocess: the test process may already hold the session's embedded Ray instance, and one process
 can be connected to one cluster only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,10 +42,29 @@ def _ray_executable() -> str:
 CURRENT = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address for "auto"
 
 
+@contextlib.contextmanager
+def _record_kept():
+    """Leave the record as it was: a stale address would send later `ray.init()`s to a dead head."""
+    before = CURRENT.read_bytes() if CURRENT.exists() else None
+    try:
+        yield
+    finally:
+        if before is None:
+            CURRENT.unlink(missing_ok=True)
+        else:
+            CURRENT.write_bytes(before)
+
+
 @pytest.fixture()
 def ray_head(tmp_path):
     pytest.importorskip("ray")
-    before = CURRENT.read_bytes() if CURRENT.exists() else None
+    with _record_kept(), _started_head(tmp_path) as head:
+        yield head
+
+
+@contextlib.contextmanager
+def _started_head(tmp_path):
+    """``ray start --head --block`` in its own process group, ended by that group on exit."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(
@@ -64,7 +84,7 @@ def ray_head(tmp_path):
             pytest.fail("ray start --head did not come up in 90 s")
         yield head
     finally:
-        # Only the group this fixture started: SIGTERM, a short grace, then SIGKILL for what is left
+        # Only the group started here: SIGTERM, a short grace, then SIGKILL for what is left
         # (the head's GCS and raylet take their time over SIGTERM, and nothing of them is needed).
         for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
             try:
@@ -76,11 +96,6 @@ def ray_head(tmp_path):
             except subprocess.TimeoutExpired:
                 pass
         log.close()
-        # Leave the record as it was: a stale address would send later `ray.init()`s to a dead head.
-        if before is None:
-            CURRENT.unlink(missing_ok=True)
-        else:
-            CURRENT.write_bytes(before)
 
 
 def _train(run_dir: Path, *extra: str) -> dict:
@@ -103,14 +118,10 @@ def test_train_joins_an_existing_cluster_and_matches_the_simulator(ray_head, tmp
 @pytest.fixture()
 def stale_record():
     """A /tmp/ray/ray_current_cluster that names a head which is gone (what a killed `ray start` leaves)."""
-    before = CURRENT.read_bytes() if CURRENT.exists() else None
-    CURRENT.parent.mkdir(parents=True, exist_ok=True)
-    CURRENT.write_text(f"127.0.0.1:{_free_port()}")
-    yield
-    if before is None:
-        CURRENT.unlink(missing_ok=True)
-    else:
-        CURRENT.write_bytes(before)
+    with _record_kept():
+        CURRENT.parent.mkdir(parents=True, exist_ok=True)
+        CURRENT.write_text(f"127.0.0.1:{_free_port()}")
+        yield
 
 
 def test_embedded_default_ignores_a_stale_cluster_record(stale_record, tmp_path):

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from codedbft.cluster.backend import Adversary, Collected, StackBuilder, split_coalition, task_coefficients
 from codedbft.cluster.worker import WorkerActorImpl, WorkerSpec
 from codedbft.schemes import Order, Scheme
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:

@@ -17,7 +17,6 @@ RRR-BFT (interactive) lives in :mod:`codedbft.schemes.rrr`.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 

@@ -45,6 +45,7 @@ from typing import Any, Generator, Sequence
 import numpy as np
 import torch
 
+from codedbft._arrays import as_numpy
 from codedbft.schemes.base import Order, Replies, Scheme, SchemeResult
 from codedbft.schemes.config import SchemeConfig
 
@@ -80,7 +81,7 @@ class EncodedWorker:
     outputs: int | None  # o for (N, o) targets; None for a scalar target
 
     def _w(self, w: Any) -> np.ndarray:
-        wa = w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
+        wa, _ = as_numpy(w)
         wa = wa.astype(np.float64)
         # the flat parameter vector is W (o, D) row-major; the code wants Wᵀ (D, o), or (D,) for a scalar target
         return wa if self.outputs is None else wa.reshape(self.outputs, -1).T
@@ -198,7 +199,7 @@ class DataEncodingScheme(Scheme):
         t0 = time.perf_counter()
         self._reseed(step, 1)
         res1 = self.code.decode_residual(m1, missing=miss1)
-        r = res1.gradient.numpy() if isinstance(res1.gradient, torch.Tensor) else np.asarray(res1.gradient)
+        r, _ = as_numpy(res1.gradient)
         dec1 = time.perf_counter() - t0
 
         # Round 2 skips the workers round 1 caught: as erasures they cost half the distance of errors.
@@ -210,7 +211,7 @@ class DataEncodingScheme(Scheme):
         t1 = time.perf_counter()
         self._reseed(step, 2)
         res2 = self.code.decode(m2, missing=miss2)
-        g = res2.gradient.numpy() if isinstance(res2.gradient, torch.Tensor) else np.asarray(res2.gradient)
+        g, _ = as_numpy(res2.gradient)
         rows = int((self.code.slot_rows(slots) >= 0).sum())
         flat = g if self.outputs is None else g.T.reshape(-1)  # Wᵀ-shaped (D, o) -> W (o, D) row-major
         grad = torch.from_numpy(np.ascontiguousarray(flat) / rows)

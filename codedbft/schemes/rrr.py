@@ -85,7 +85,6 @@ class RRRScheme(Scheme):
         return [w for w in order if active[w] and w not in have]
 
     def protocol(self, step: int, active: Sequence[bool] | None = None) -> Generator[Order, Replies, SchemeResult]:
-        t_wait = 0.0
         act = np.ones(self.n, dtype=bool) if active is None else np.asarray(active, dtype=bool).copy()
         act[list(self.isolated)] = False
         f_rem = max(0, self.f - len(self.isolated))
