@@ -1,4 +1,4 @@
-"""Benchmark of the data-encoding locator and the L1 decoder (Data, Song & Diggavi; codes.md §4).
+"""Benchmark of the data-encoding locator and the L1 decoder (Data, Song & Diggavi; docs/codes.md §4).
 
 Tables (all ratios measured in this one run; times are medians of repeats):
 
@@ -97,8 +97,8 @@ def decode_times(ds, repeats: int, rng, m=30, t=7) -> list[dict]:
         uncoded = rng.standard_normal((m, d))
         td = _median_time(lambda: dec.decode(M), repeats)
         infos = [dec.decode(M).info for _ in range(3)]
-        loc_ms = statistics.median(i["locate_s"] for i in infos) * 1e3
-        lin_ms = statistics.median(i["project_s"] + i["solve_s"] for i in infos) * 1e3
+        loc_ms = statistics.median(i["locate_ms"] for i in infos)
+        lin_ms = statistics.median(i["project_ms"] + i["solve_ms"] for i in infos)
         ts = _median_time(lambda: M.sum(0), repeats)
         tu = _median_time(lambda: uncoded.sum(0), repeats)
         rows.append({"m": m, "t": t, "d": d, "msg_shape": list(M.shape), "decode_ms": td * 1e3, "sum_same_ms": ts * 1e3,

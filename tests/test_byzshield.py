@@ -11,7 +11,7 @@ import torch
 from codedbft.encoders import ByzShieldCode, RepetitionCode
 from codedbft.encoders.byzshield import incidence_matrix, mols, optimal_attack
 
-# codes.md §3 (ByzShield, MLSys 2021, reproduced by exhaustive search): K = 15, q = 2..7.
+# docs/codes.md §3 (ByzShield, MLSys 2021, reproduced by exhaustive search): K = 15, q = 2..7.
 BYZSHIELD_L5_R3 = [0.04, 0.12, 0.20, 0.32, 0.48, 0.56]
 DETOX_K15_R3 = [0.2, 0.2, 0.4, 0.4, 0.6, 0.6]
 
@@ -275,7 +275,7 @@ def test_bad_worker_input_is_handled_and_counted(code53):
     M[2, 0] = np.nan
     M[2, 3, 5] = np.inf
     res = code53.decode(M)
-    assert res.exact and res.flagged == (2,) and res.info["nonfinite_copies"] == 2
+    assert res.exact and res.flagged == (2,) and res.info["nonfinite"] == 2
     np.testing.assert_allclose(res.gradient, G.sum(axis=0), rtol=1e-15, atol=1e-14)
 
     M = code53.encode(G)
@@ -289,14 +289,15 @@ def test_erasures(code53):
     G = file_gradients(code53)
     M = code53.encode(G)
     res = code53.decode(M, missing=[6])
-    assert res.exact and res.flagged == () and res.info["erased_workers"] == 1
+    assert res.exact and res.flagged == () and res.info["missing"] == 1
+    assert res.info["erasures"] == code53.l  # the missing worker's l copies
     assert (res.info["copies"] >= 2).all()
     np.testing.assert_allclose(res.gradient, G.sum(axis=0), rtol=1e-15, atol=1e-14)
     # An erasure and a liar in the same file leave a 1-1 tie: that file is undecided, never exact.
     (x,) = set(code53.assignment[0]) & set(code53.assignment[5])
     M[5, code53.assignment[5].index(x)] += 1.0
     res = code53.decode(M, missing=[0])
-    assert not res.exact and res.info["undecided_files"] == 1
+    assert not res.exact and res.info["undecided"] == 1 and res.info["undecided_ids"] == (x,)
     assert np.isfinite(res.gradient).all()
 
 
@@ -364,3 +365,78 @@ def test_erasures_that_lose_files_skip_the_step():
     res = ByzShieldCode(5, 3).decode(code.encode(G), missing=lost)
     assert not res.info["skipped"] and res.info["files_aggregated"] == 24
     assert_within_honest_range(res.gradient, G, code.k, corrupted=[])
+
+
+# ---- diagnostics vocabulary (codedbft.decoders.base), the decoder's home, the Code protocol ------
+
+OLD_KEYS = {"time_ms", "total_s", "project_s", "locate_s", "solve_s", "undecided_groups", "undecided_files",
+            "tolerance_groups", "slow_path_groups", "erased_workers", "nonfinite_copies", "erased", "error"}
+STAGES = {"vote_ms", "certify_ms", "combine_ms", "aggregate_ms"}
+
+
+def assert_common_info(res) -> None:
+    """The common keys with their types; stage timings are flat floats inside decode_ms; a non-empty
+    reason exactly when the result is not exact."""
+    info = res.info
+    assert type(info["decode_ms"]) is float and info["decode_ms"] >= 0.0
+    assert type(info["erasures"]) is int and type(info["nonfinite"]) is int
+    stages = {k: v for k, v in info.items() if k.endswith("_ms") and k != "decode_ms"}
+    assert stages.keys() == STAGES and all(type(v) is float and v >= 0.0 for v in stages.values()), stages
+    assert sum(stages.values()) <= info["decode_ms"] * (1 + 1e-9) + 1e-9
+    assert not OLD_KEYS & info.keys()
+    if res.exact:
+        assert info["reason"] is None
+    else:
+        assert isinstance(info["reason"], str) and info["reason"]
+
+
+def test_info_vocabulary_certified_robust_and_skipped(code53):
+    G = file_gradients(code53)
+    M = code53.encode(G)
+    M[3, 1, 0] = np.nan  # one non-finite copy of a present worker
+    res = code53.decode(M, missing=[6])
+    assert_common_info(res)
+    assert res.exact and res.info["certified"] and res.info["aggregate_ms"] == 0.0
+    assert res.info["erasures"] == code53.l + 1 and res.info["nonfinite"] == 1 and res.info["missing"] == 1
+
+    code = ByzShieldCode(5, 3, q=3)
+    _, byz = code.max_distortion(3)
+    M = code.encode(G)
+    M[list(byz)] = 1e6
+    res = code.decode(M)  # colluders win files: not certified, the median runs
+    assert_common_info(res)
+    assert not res.exact and "robust rule" in res.info["reason"] and res.info["combine_ms"] == 0.0
+
+    lost = [w for w in range(code.n) if 0 in code.assignment[w]]
+    res = ByzShieldCode(5, 3, q=6).decode(code.encode(G), missing=lost)
+    assert_common_info(res)
+    assert not res.exact and res.info["skipped"] and "skipped" in res.info["reason"]
+    assert res.info["undecided"] == 1 and res.info["undecided_ids"] == (0,)
+    assert res.info["erasures"] == len(lost) * code.l
+
+
+def test_decoder_lives_in_decoders_and_is_reexported():
+    import subprocess
+    import sys
+
+    import codedbft.decoders
+    import codedbft.decoders.byzshield as home
+    import codedbft.encoders.byzshield as old
+
+    assert old.ByzShieldDecoder is home.ByzShieldDecoder is codedbft.decoders.ByzShieldDecoder
+    assert type(ByzShieldCode(5, 3).decoder()) is home.ByzShieldDecoder
+    # the decoders never import the encoders at import time (the encoders import the decoders)
+    probe = ("import sys, codedbft.decoders.byzshield; "
+             "assert not [m for m in sys.modules if m.startswith('codedbft.encoders')], 'cycle'; "
+             "from codedbft.encoders.byzshield import ByzShieldDecoder")
+    subprocess.run([sys.executable, "-c", probe], check=True)
+
+
+def test_byzshield_code_announces_its_optional_pieces(code53):
+    assert not code53.linear and code53.B is None
+    assert code53.has_distortion and code53.max_distortion(1)[0] == 0.0
+    assert code53.encodes_gradients and code53.encode(np.ones((code53.k, 2))).shape == (code53.n, code53.l, 2)
+    assert RepetitionCode(15, r=3).has_distortion
+    for flag in ("linear", "has_distortion", "encodes_gradients"):
+        with pytest.raises(AttributeError):
+            setattr(code53, flag, True)

@@ -196,7 +196,7 @@ def test_errors_and_erasures_at_the_limit(n, s):
             assert res.exact, (e, m, res.info["reason"])
             assert res.flagged == tuple(sorted(err)), (err, miss, res.flagged)
             assert _rel(res.gradient, G.sum(0)) < 1e-8
-            assert set(res.info["erasures"]) >= set(miss)
+            assert set(res.info["erasure_ids"]) >= set(miss) and res.info["erasures"] >= len(miss)
 
 
 @pytest.mark.parametrize("n,s", [(7, 2), (15, 3), (45, 5)])
@@ -252,3 +252,65 @@ def test_torch_in_torch_out_and_float32():
     res = code.decode(M32)
     assert res.exact and res.flagged == (4,) and res.gradient.dtype == np.float64
     assert _rel(res.gradient, G.sum(0)) < 1e-5
+
+
+# ----------------------------------------------------------------------------- diagnostics and protocol
+OLD_KEYS = {"time_ms", "total_s", "project_s", "locate_s", "solve_s", "undecided_groups", "undecided_files",
+            "tolerance_groups", "slow_path_groups", "erased_workers", "nonfinite_copies", "erased", "error"}
+
+
+def assert_common_info(res) -> None:
+    """The common keys with their types; stage timings are flat floats inside decode_ms; a non-empty
+    reason exactly when the result is not exact."""
+    info = res.info
+    assert type(info["decode_ms"]) is float and info["decode_ms"] >= 0.0
+    assert type(info["erasures"]) is int and type(info["nonfinite"]) is int
+    stages = {k: v for k, v in info.items() if k.endswith("_ms") and k != "decode_ms"}
+    assert stages and all(type(v) is float and v >= 0.0 for v in stages.values()), stages
+    assert sum(stages.values()) <= info["decode_ms"] * (1 + 1e-9) + 1e-9
+    assert not OLD_KEYS & info.keys()
+    if res.exact:
+        assert info["reason"] is None
+    else:
+        assert isinstance(info["reason"], str) and info["reason"]
+
+
+def test_info_vocabulary_clean_attacked_and_past_the_limit():
+    code = CyclicMDSCode(15, 3, seed=7)
+    G = np.random.default_rng(7).standard_normal((15, 60))
+    res = code.decode(code.encode(G))
+    assert_common_info(res)
+    assert res.exact and res.info["erasures"] == res.info["nonfinite"] == 0 and res.info["locator"] == "clean"
+    assert {"project_ms", "locate_ms", "combine_ms"} <= res.info.keys()
+
+    M = code.encode(G)
+    M[[2, 9]] = 1e6
+    M[4, 0] = np.nan
+    res = code.decode(M, missing=[11])  # 2 errors, 2 erasures: 2e + m = 6 = 2s
+    assert_common_info(res)
+    assert res.exact and res.flagged == (2, 4, 9) and res.info["locator"] == "prony"
+    assert res.info["erasures"] == 2 and res.info["nonfinite"] == 1 and res.info["missing"] == 1
+    assert res.info["erasure_ids"] == (4, 11) and res.info["nonfinite_ids"] == (4,)
+
+    M = code.encode(G)
+    M[:4] = np.nan
+    res = code.decode(M, missing=[4, 5, 6])  # 7 erasures > 2s
+    assert_common_info(res)
+    assert not res.exact and res.info["erasures"] == 7 and res.info["nonfinite"] == 4
+    M = code.encode(G)
+    M[[2, 7, 9, 13]] = 5.0  # s + 1 colluders
+    res = code.decode(M)
+    assert_common_info(res)
+    assert not res.exact
+
+
+def test_cyclic_code_announces_its_optional_pieces():
+    code = CyclicMDSCode(15, 3)
+    assert code.linear and code.B is not None and code.B.shape == (15, 15)
+    assert code.encodes_gradients and not code.has_distortion
+    with pytest.raises(NotImplementedError):
+        code.max_distortion(1)
+    np.testing.assert_allclose(code.encode(np.eye(15)), code.B, atol=1e-15)
+    for flag in ("linear", "has_distortion", "encodes_gradients"):
+        with pytest.raises(AttributeError):
+            setattr(code, flag, True)

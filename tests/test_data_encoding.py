@@ -359,3 +359,76 @@ def test_config_errors():
     with pytest.raises(ValueError, match="F @ G"):
         L1Decoder(cosine_locator(7, 2), G=np.ones((7, 3)))
     assert math.isclose(code.redundancy, 14 / 3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Diagnostics vocabulary (codedbft.decoders.base) and the Code protocol
+# ---------------------------------------------------------------------------------------------------
+OLD_KEYS = {"time_ms", "total_s", "project_s", "locate_s", "solve_s", "undecided_groups", "undecided_files",
+            "tolerance_groups", "slow_path_groups", "erased_workers", "nonfinite_copies", "erased", "error"}
+STAGES = {"project_ms", "locate_ms", "solve_ms"}
+
+
+def assert_common_info(res) -> None:
+    """The common keys with their types; stage timings are flat floats inside decode_ms; a non-empty
+    reason exactly when the result is not exact."""
+    info = res.info
+    assert type(info["decode_ms"]) is float and info["decode_ms"] >= 0.0
+    assert type(info["erasures"]) is int and type(info["nonfinite"]) is int
+    stages = {k: v for k, v in info.items() if k.endswith("_ms") and k != "decode_ms"}
+    assert stages.keys() == STAGES and all(type(v) is float and v >= 0.0 for v in stages.values()), stages
+    assert sum(stages.values()) <= info["decode_ms"] * (1 + 1e-9) + 1e-9
+    assert not OLD_KEYS & info.keys()
+    if res.exact:
+        assert info["reason"] is None
+    else:
+        assert isinstance(info["reason"], str) and info["reason"]
+
+
+def test_info_vocabulary_both_rounds_and_beyond_capacity():
+    m, t = 9, 2
+    X, y, w = _problem(40, 6, seed=7)
+    code = DataEncodingCode(m, t, rng=3)
+    blocks = code.encode_data(X, y)
+    r1, r2 = _step(code, blocks, w)
+    for rnd, res in ((1, r1), (2, r2)):
+        assert_common_info(res)
+        assert res.exact and res.info["round"] == rnd and res.info["erasures"] == res.info["nonfinite"] == 0
+    r1, r2 = _step(code, blocks, w, (), (1, 4, 6, 8), np.random.default_rng(8))  # t + 2 liars
+    assert_common_info(r2)
+    assert not r2.exact
+    M = np.stack([code.worker_gradient(i, w, blocks[i], r1.gradient) for i in range(m)])
+    M[2] = np.nan
+    res = code.decode(M, missing=[0])
+    assert_common_info(res)
+    assert res.exact and res.info["erasures"] == 2 and res.info["nonfinite"] == 1 and res.info["missing"] == 1
+    assert res.info["erasure_ids"] == (0, 2) and res.info["nonfinite_ids"] == (2,)
+    res = code.decode(M, missing=[0, 1, 3, 4])  # with the NaN row: 4 usable rows < K = 5
+    assert_common_info(res)
+    assert not res.exact and "usable rows" in res.info["reason"]
+
+
+def test_l1_decoder_info_clean_and_beyond_capacity():
+    dec = L1Decoder(cosine_locator(11, 3), rng=0)
+    rng = np.random.default_rng(1)
+    R = dec.G @ rng.standard_normal((dec.K, 20))
+    res = dec.decode(R)
+    assert_common_info(res)
+    assert res.exact and res.info["locator"] == "clean"
+    R[[1, 5]] += rng.standard_normal((2, 20))
+    res = dec.decode(R, missing=[8, 9, 10])  # 2e + m = 7 > 2t = 6
+    assert_common_info(res)
+    assert not res.exact
+
+
+def test_data_encoding_code_announces_its_optional_pieces():
+    code = DataEncodingCode(7, 2)
+    assert not code.linear and code.B is None
+    assert not code.encodes_gradients and not code.has_distortion
+    with pytest.raises(NotImplementedError):
+        code.encode(np.zeros((code.k, 4)))
+    with pytest.raises(NotImplementedError):
+        code.max_distortion(1)
+    for flag in ("linear", "has_distortion", "encodes_gradients"):
+        with pytest.raises(AttributeError):
+            setattr(code, flag, True)

@@ -110,9 +110,9 @@ def test_one_past_the_limit_is_reported_not_raised(e, m):
     missing = list(range(e, e + m))
     res = code.decode(msgs, missing=missing)
     assert not res.exact
-    assert res.info["undecided"] == [0]
+    assert res.info["undecided_ids"] == (0,)
     # the other groups are still decoded exactly
-    assert res.info["undecided_groups"] == 1
+    assert res.info["undecided"] == 1 and "1 of 3 groups" in res.info["reason"]
 
 
 def test_missing_rows_are_not_flagged_and_ids_or_mask_agree():
@@ -264,3 +264,85 @@ def test_max_distortion_matches_brute_force(n, r):
     # DETOX's row of the ByzShield paper (K = 15, r = 3, q = 2..7)
     if (n, r) == (15, 3):
         assert [code.max_distortion(q)[0] for q in range(2, 8)] == [0.2, 0.2, 0.4, 0.4, 0.6, 0.6]
+
+
+# ---- diagnostics vocabulary (codedbft.decoders.base) and the Code protocol -----------------------
+
+OLD_KEYS = {"time_ms", "total_s", "project_s", "locate_s", "solve_s", "undecided_groups", "undecided_files",
+            "tolerance_groups", "slow_path_groups", "erased_workers", "nonfinite_copies", "erased", "error"}
+
+
+def assert_common_info(res) -> None:
+    """The common keys with their types; stage timings are flat floats inside decode_ms; a non-empty
+    reason exactly when the result is not exact."""
+    info = res.info
+    assert type(info["decode_ms"]) is float and info["decode_ms"] >= 0.0
+    assert type(info["erasures"]) is int and type(info["nonfinite"]) is int
+    stages = {k: v for k, v in info.items() if k.endswith("_ms") and k != "decode_ms"}
+    assert stages and all(type(v) is float and v >= 0.0 for v in stages.values()), stages
+    assert sum(stages.values()) <= info["decode_ms"] * (1 + 1e-9) + 1e-9
+    assert not OLD_KEYS & info.keys()
+    if res.exact:
+        assert info["reason"] is None
+    else:
+        assert isinstance(info["reason"], str) and info["reason"]
+
+
+def check_optional_pieces(code) -> tuple[bool, bool, bool]:
+    """Each optional piece of the Code protocol is announced by its flag: (linear, has_distortion,
+    encodes_gradients), each checked against what calling the piece does."""
+    assert code.linear == (code.B is not None)
+    if code.linear:
+        assert np.asarray(code.B).shape == (code.n, code.k)
+    try:
+        code.max_distortion(1)
+        distortion = True
+    except NotImplementedError:
+        distortion = False
+    assert code.has_distortion == distortion
+    try:
+        code.encode(np.ones((code.k, 3)))
+        encodes = True
+    except NotImplementedError:
+        encodes = False
+    assert code.encodes_gradients == encodes
+    for flag in ("linear", "has_distortion", "encodes_gradients"):
+        with pytest.raises(AttributeError):
+            setattr(code, flag, not getattr(code, flag))
+    return code.linear, code.has_distortion, code.encodes_gradients
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_info_vocabulary_clean_and_past_the_limit(as_torch):
+    code = RepetitionCode(15, s=2)  # 3 groups of 5
+    G = partitions(code.k, 40)
+    wrap = torch.from_numpy if as_torch else (lambda a: a)
+    res = code.decode(wrap(code.encode(G)))
+    assert_common_info(res)
+    assert res.exact and res.info["erasures"] == res.info["nonfinite"] == res.info["undecided"] == 0
+    assert res.info["missing"] == 0 and res.info["undecided_ids"] == ()
+
+    msgs = code.encode(G)
+    msgs[0] = np.nan  # group 0: NaN, a liar and a missing member leave the 2 honest ones short
+    msgs[1] = np.random.default_rng(0).standard_normal(40)
+    msgs[5, 3] = np.inf  # a non-finite liar in group 1, outvoted
+    res = code.decode(wrap(msgs), missing=[2])
+    assert_common_info(res)
+    assert not res.exact and res.info["undecided_ids"] == (0,) and res.info["undecided"] == 1
+    assert res.info["erasures"] == res.info["missing"] == 1  # the vote erases no NaN row: it loses
+    assert res.info["nonfinite"] == 2 and 5 in res.flagged
+
+
+def test_nonfinite_counts_identical_nan_copies_that_win_their_group():
+    code = RepetitionCode(15, s=2)
+    msgs = code.encode(partitions(code.k, 12))
+    msgs[10:15] = np.nan  # all of group 2 agree on NaN: decided (exact), and counted
+    msgs[0] = np.inf  # outvoted
+    res = code.decode(msgs)
+    assert_common_info(res)
+    assert res.exact and res.flagged == (0,) and res.info["nonfinite"] == 6
+
+
+def test_repetition_code_announces_its_optional_pieces():
+    assert check_optional_pieces(RepetitionCode(15, s=2)) == (True, True, True)
+    assert check_optional_pieces(RepetitionCode(15, r=3)) == (True, True, True)

@@ -79,7 +79,7 @@ def cosine_locator(n: int, t: int) -> Locator:
     sqrt(2/n). For 2t <= n − 1 the rows are orthonormal (cond(F) = 1), and since
     ``e^{±i(q+½)θ} = e^{-i(t-½)θ} z^p`` with z = e^{iθ} and p ranging over 0..2t−1, the rows span
     the same space as 2t consecutive powers of distinct nodes on the unit circle: every 2t columns
-    are independent and Prony applies. This is the locator codes.md §4 measured as best conditioned.
+    are independent and Prony applies. This is the best-conditioned locator measured (docs/codes.md §4).
     """
     _check_nt(n, t)
     theta = 2.0 * np.pi * np.arange(n) / n
@@ -97,7 +97,7 @@ def cosine_locator(n: int, t: int) -> Locator:
 def vandermonde_locator(n: int, t: int, nodes: Literal["integer", "chebyshev"] = "integer") -> Locator:
     """Real Vandermonde locator ``F[q, j] = x_j^q`` (q = 0..2t−1) on integer nodes x_j = j + 1, or on
     Chebyshev nodes x_j = cos(π(2j+1)/(2n)). Kept as the baseline the benchmark compares against:
-    integer nodes are ill-conditioned from n ≈ 15, Chebyshev nodes to about n ≈ 30 (codes.md §4)."""
+    integer nodes are ill-conditioned from n ≈ 15, Chebyshev nodes to about n ≈ 30 (docs/codes.md §4)."""
     _check_nt(n, t)
     if nodes == "integer":
         x = np.arange(1, n + 1, dtype=np.float64)
@@ -375,6 +375,15 @@ class L1Decoder:
         was given, float64, numpy or torch like the input; ``flagged`` lists the rows that differ from
         the recovered codeword or hold NaN/Inf; ``exact`` is True when the located explanation was
         verified and ``2·errors + erasures <= 2t``.
+
+        ``info``: the common keys of :mod:`codedbft.decoders.base` (``decode_ms``, ``erasures`` =
+        missing + non-finite rows, ``nonfinite``, ``reason``); the stages ``project_ms`` (the private
+        projections), ``locate_ms`` (locating, verification, peeling) and ``solve_ms`` (pseudo-inverse
+        and the product with the honest rows); and ``missing``, ``erasure_ids``, ``nonfinite_ids``,
+        ``locator`` (the method whose support was kept, ``" (unverified)"`` / ``" after peeling"``
+        appended when so), ``attempts`` (the per-attempt :attr:`Location.info` dicts), ``lp_status``,
+        ``verify_residual``, ``errors_located`` (located rows that differ from the codeword) and
+        ``cond_honest`` (condition number of ``G[H]``).
         """
         t0 = time.perf_counter()
         R, kind = as_numpy(messages)
@@ -393,7 +402,45 @@ class L1Decoder:
         bad = ~np.isfinite(Y).all(axis=1) & ~miss
         er = miss | bad
         t1 = time.perf_counter()
-        info: dict[str, Any] = {"erased": int(miss.sum()), "nonfinite": np.flatnonzero(bad).tolist(), "locate": []}
+        info: dict[str, Any] = {"missing": int(miss.sum()), "erasure_ids": tuple(int(i) for i in np.flatnonzero(er)),
+                                "nonfinite_ids": tuple(int(i) for i in np.flatnonzero(bad)), "attempts": []}
+        n_erasures, n_bad = int(er.sum()), int(bad.sum())
+        loc, zb, verified, v_res, Yn, er, peeled = self._locate_peeling(Y, er, rtol, info["attempts"])
+        ne = np.flatnonzero(~er)
+        if len(ne) < self.K:
+            Z = np.full((self.K if self.out is None else (self.out.shape[0] if self.out.ndim == 2 else 1), p), np.nan)
+            if self.out is not None and self.out.ndim == 1:
+                Z = Z[0]
+            flagged = tuple(sorted(set(np.flatnonzero(bad).tolist()) | set(peeled)))
+            info.update(locator="none", project_ms=(t1 - t0) * 1e3, locate_ms=(time.perf_counter() - t1) * 1e3,
+                        solve_ms=0.0)
+            return self._result(Z, kind, squeeze, flagged, info, t0, erasures=n_erasures, nonfinite=n_bad,
+                                reason=f"only {len(ne)} usable rows < K={self.K}: cannot decode")
+        if loc is None:  # nothing located at all: best effort on every usable row
+            loc = Location((), np.zeros(self.n), "none", {})
+            _, v_res, _, zb = self._verify(Yn[:, 1], ne, rtol)
+        H = np.setdiff1d(ne, loc.support)
+        t2 = time.perf_counter()
+        info["locator"] = (loc.method if verified else f"{loc.method} (unverified)") + (" after peeling" if peeled else "")
+        info["lp_status"] = next((d["lp_status"] for d in info["attempts"] if "lp_status" in d), None)
+        info["verify_residual"] = v_res
+        Z, errs = self._solve(R, H, loc, zb is not None, all_finite=not (miss | bad).any(), rtol=rtol)
+        errs += peeled
+        flagged = tuple(sorted(set(errs) | set(np.flatnonzero(bad).tolist())))
+        t3 = time.perf_counter()
+        info.update(errors_located=sorted(errs), project_ms=(t1 - t0) * 1e3, locate_ms=(t2 - t1) * 1e3,
+                    solve_ms=(t3 - t2) * 1e3, cond_honest=float(np.linalg.cond(self.G[H])))
+        return self._result(Z, kind, squeeze, flagged, info, t0, erasures=n_erasures, nonfinite=n_bad,
+                            reason=self._reason(verified, loc, len(errs), n_erasures))
+
+    def _locate_peeling(self, Y: np.ndarray, er: np.ndarray, rtol: float, attempts: list) -> tuple:
+        """Locate on the first projection, verify on the second, peeling located rows between passes.
+
+        Returns ``(loc, zb, verified, v_res, Yn, er, peeled)``: the kept :class:`Location` (None when
+        nothing was located), the β-fit, whether it verified, its worst residual, the normalised
+        projections of the last pass, the erasures then (peeled rows included) and the peeled rows.
+        Every locate attempt's info is appended to ``attempts``.
+        """
         peeled: list[int] = []  # rows located as errors in an earlier pass, now treated as erasures
         loc, zb, verified, v_res, Yn = None, None, False, np.inf, Y
         for _ in range(self.t + 1):
@@ -408,7 +455,7 @@ class L1Decoder:
             first = None
             for i, method in enumerate(("l1", "exhaustive", "prony")):
                 cand = self._locate(Yn[:, 0], er, [method], skip=tried, allow_clean=i == 0, rtol=rtol)
-                info["locate"].append(cand.info)
+                attempts.append(cand.info)
                 if cand.method == "none":
                     continue
                 tried.add(cand.support)
@@ -427,51 +474,43 @@ class L1Decoder:
             er = er.copy()
             er[list(first.support)] = True
             loc = None
-        ne = np.flatnonzero(~er)
-        if len(ne) < self.K:
-            info["error"] = f"only {len(ne)} usable rows < K={self.K}: cannot decode"
-            Z = np.full((self.K if self.out is None else (self.out.shape[0] if self.out.ndim == 2 else 1), p), np.nan)
-            if self.out is not None and self.out.ndim == 1:
-                Z = Z[0]
-            flagged = tuple(sorted(set(np.flatnonzero(bad).tolist()) | set(peeled)))
-            return self._result(Z, kind, squeeze, flagged, False, info, t0)
-        if loc is None:  # nothing located at all: best effort on every usable row
-            loc = Location((), np.zeros(self.n), "none", {})
-            _, v_res, _, zb = self._verify(Yn[:, 1], ne, rtol)
-        H = np.setdiff1d(ne, loc.support)
-        t2 = time.perf_counter()
-        info["locator"] = (loc.method if verified else f"{loc.method} (unverified)") + (" after peeling" if peeled else "")
-        info["lp_status"] = next((d["lp_status"] for d in info["locate"] if "lp_status" in d), None)
-        info["verify_residual"] = v_res
+        return loc, zb, verified, v_res, Yn, er, peeled
+
+    def _solve(self, R: np.ndarray, H: np.ndarray, loc: Location, fitted: bool, *, all_finite: bool,
+               rtol: float) -> tuple[np.ndarray, list[int]]:
+        """``(Z, errs)``: the output from the honest rows H, and the located rows that are errors.
+
+        A located row whose whole message equals the recovered codeword sent the honest value: not
+        an error. The codeword rows ``G[sup] D R[H]`` ride in the same pass over R as the output (one
+        projection is not enough to judge: a small error can be nearly orthogonal to it). Without a
+        β-fit (``fitted`` False) every located row counts as an error.
+        """
         D = np.linalg.pinv(self.G[H])  # (K, |H|)
         W = D if self.out is None else self.out @ D
         W2 = W[None, :] if W.ndim == 1 else W
-        # A located row whose whole message equals the recovered codeword sent the honest value: not
-        # flagged. The codeword rows G[sup] D R[H] ride in the same pass over R as the output (one
-        # projection is not enough to judge: a small error can be nearly orthogonal to it).
-        sup = np.asarray(loc.support, dtype=np.intp) if zb is not None else np.zeros(0, dtype=np.intp)
-        both = _combine_rows(np.vstack([W2, self.G[sup] @ D]), R, H, all_finite=not (miss | bad).any())
+        sup = np.asarray(loc.support, dtype=np.intp) if fitted else np.zeros(0, dtype=np.intp)
+        both = _combine_rows(np.vstack([W2, self.G[sup] @ D]), R, H, all_finite=all_finite)
         Z = both[0] if W.ndim == 1 else both[: W2.shape[0]]
-        if sup.size:
-            C = both[W2.shape[0]:]
-            Rs = np.asarray(R[sup], dtype=np.float64)
-            # at each row's own scale: the squares of a 1e200 liar must not overflow to Inf <= Inf
-            sc = np.maximum(np.abs(Rs).max(axis=1, initial=0.0), np.abs(C).max(axis=1, initial=0.0))
-            sc = np.where(sc > 0, sc, 1.0)[:, None]
-            Rs, C = Rs / sc, C / sc
-            diff = np.linalg.norm(Rs - C, axis=1)
-            tol = rtol * np.maximum(np.linalg.norm(C, axis=1), np.linalg.norm(Rs, axis=1))
-            errs = [int(j) for j, dj, tj in zip(sup, diff, tol) if not dj <= tj]
-        else:
-            errs = [] if zb is not None else list(loc.support)
-        errs += peeled
-        flagged = tuple(sorted(set(errs) | set(np.flatnonzero(bad).tolist())))
-        t3 = time.perf_counter()
-        n_erasures = int((miss | bad).sum())
-        exact = verified and 2 * len(errs) + n_erasures <= 2 * self.t
-        info.update(errors_located=sorted(errs), project_s=t1 - t0, locate_s=t2 - t1, solve_s=t3 - t2,
-                    cond_honest=float(np.linalg.cond(self.G[H])))
-        return self._result(Z, kind, squeeze, flagged, exact, info, t0)
+        if not sup.size:
+            return Z, [] if fitted else list(loc.support)
+        C = both[W2.shape[0]:]
+        Rs = np.asarray(R[sup], dtype=np.float64)
+        # at each row's own scale: the squares of a 1e200 liar must not overflow to Inf <= Inf
+        sc = np.maximum(np.abs(Rs).max(axis=1, initial=0.0), np.abs(C).max(axis=1, initial=0.0))
+        sc = np.where(sc > 0, sc, 1.0)[:, None]
+        Rs, C = Rs / sc, C / sc
+        diff = np.linalg.norm(Rs - C, axis=1)
+        tol = rtol * np.maximum(np.linalg.norm(C, axis=1), np.linalg.norm(Rs, axis=1))
+        return Z, [int(j) for j, dj, tj in zip(sup, diff, tol) if not dj <= tj]
+
+    def _reason(self, verified: bool, loc: Location, errors: int, erasures: int) -> str | None:
+        """Why the decode is not exact (None when it is): unverified, or beyond 2e + m <= 2t."""
+        if not verified:
+            return (f"no error support located ({loc.method!r} last) passed the independent check: "
+                    f"likely more faults than 2e + m <= 2t = {2 * self.t}")
+        if 2 * errors + erasures > 2 * self.t:
+            return f"{errors} errors and {erasures} erasures: 2e + m = {2 * errors + erasures} > 2t = {2 * self.t}"
+        return None
 
     def effective_rtol(self, dtype: Any) -> float:
         """Verification tolerance for messages of ``dtype``.
@@ -502,11 +541,13 @@ class L1Decoder:
         rtol = self.rtol if rtol is None else rtol
         return worst <= rtol * max(scale, 1e-300), worst * a, scale * a, zb * a
 
-    def _result(self, Z, kind, squeeze, flagged, exact, info, t0) -> DecodeResult:
+    @staticmethod
+    def _result(Z, kind, squeeze, flagged, info, t0, *, erasures: int, nonfinite: int,
+                reason: str | None) -> DecodeResult:
         if squeeze:
             Z = Z[..., 0]
-        info["total_s"] = time.perf_counter() - t0
-        return DecodeResult(gradient=kind.wrap(Z), flagged=tuple(int(i) for i in flagged), exact=bool(exact), info=info)
+        return DecodeResult.finish(kind.wrap(Z), flagged, info, t0=t0, erasures=erasures, nonfinite=nonfinite,
+                                   reason=reason)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -50,7 +50,10 @@ class VoteResult:
         tolerance: bool ``(..., g)``: the group was decided by the relative-tolerance fallback.
         flagged: for unbatched input, sorted row ids that are present, in a decided group, and differ
             from its value; empty for batched input (use ``agree``).
-        info: counts and timings.
+        info: ``groups`` (g), ``group_size`` (r), ``undecided`` (groups without a strict
+            majority), ``tolerance`` (groups decided by the tolerance fallback), ``slow_path``
+            (groups sent to the pairwise comparison), ``vote_ms``: counts are ints over all
+            batch items (see the vocabulary in :mod:`codedbft.decoders.base`).
     """
 
     def __init__(self, rows, flat_win, shape, kind, decided, winners, agree, tolerance, flagged, info):
@@ -267,12 +270,13 @@ def majority_vote(
     if not lead:
         bad = present & ~agree_g & decided[:, None]
         flagged = tuple(sorted({int(i) for i in row_ids[bad].tolist()}))
+    # counts in the vocabulary of codedbft.decoders.base (a plain noun is a count)
     info = {
         "groups": g,
         "group_size": r,
-        "undecided_groups": int((~decided).sum()),
-        "tolerance_groups": int(tolerance.sum()),
-        "slow_path_groups": int(undecided.shape[0]),
+        "undecided": int((~decided).sum()),
+        "tolerance": int(tolerance.sum()),
+        "slow_path": int(undecided.shape[0]),
         "vote_ms": (time.perf_counter() - t0) * 1e3,
     }
     return VoteResult(
@@ -289,6 +293,31 @@ def majority_vote(
     )
 
 
+def _nonfinite_count(xt: torch.Tensor, vote: VoteResult, present: torch.Tensor, total: torch.Tensor) -> int:
+    """Present rows of ``xt (n, d)`` holding NaN/Inf, without another pass over the messages.
+
+    A row that agrees with its group's decided value is bitwise equal to it (the tolerance fallback
+    only clusters finite rows), so it is non-finite exactly when that value is. Hence only the rows
+    outside a majority are read one by one (none in a fault-free step), and the decided values only
+    when their ``total`` is not finite (a single non-finite summand makes the sum non-finite).
+    """
+    if not (xt.is_floating_point() or xt.is_complex()):
+        return 0
+    odd = torch.nonzero(present & ~vote.agree).flatten()
+    count = 0
+    if odd.numel():
+        rows = xt.index_select(0, odd.to(xt.device))
+        count += int((~torch.isfinite(rows)).reshape(odd.numel(), -1).any(-1).sum())
+    if not bool(torch.isfinite(total).all()):
+        dec = torch.nonzero(vote.decided).flatten()
+        if dec.numel():
+            vals = xt.index_select(0, vote.winners[dec].to(xt.device))
+            bad = (~torch.isfinite(vals)).reshape(dec.numel(), -1).any(-1).cpu()
+            members = vote.agree.reshape(vote.decided.shape[0], -1).sum(-1)[dec]
+            count += int(members[bad].sum())
+    return count
+
+
 class MajorityDecoder:
     """Decoder for repetition codes: vote inside each group, then sum the groups' values.
 
@@ -296,7 +325,15 @@ class MajorityDecoder:
     ``Σ_j value_j`` over the k = n / r groups (the sum of the k partition gradients, in the messages'
     dtype, summed in a fixed order so results are reproducible bit for bit), ``flagged`` the workers
     whose message differs from their group's decision, and ``exact`` True when every group had a
-    majority. A group without one is reported in ``info["undecided"]``, never raised.
+    majority. A group without one is counted in ``info["undecided"]`` (its id in
+    ``info["undecided_ids"]``) and named in ``info["reason"]``, never raised.
+
+    ``info`` holds the common keys of :mod:`codedbft.decoders.base` (``erasures`` counts only the
+    missing rows: a NaN/Inf row is not erased, it loses its group's vote and is flagged) and
+    ``vote_ms``, ``combine_ms``, ``missing``, ``groups``, ``group_size``, ``undecided``,
+    ``undecided_ids``, ``tolerance`` / ``tolerance_ids`` (groups decided by the relative-tolerance
+    fallback), ``slow_path`` (groups sent to the pairwise comparison), ``winners`` (a row id holding
+    each group's value) and ``votes`` (present members agreeing with each group's value).
     """
 
     def __init__(self, n: int, group_size: int, rtol: float = 1e-5, seed: int | None = None):
@@ -315,22 +352,28 @@ class MajorityDecoder:
         xt, kind = as_torch(messages)
         if xt.ndim != 2 or xt.shape[0] != self.n:
             raise ValueError(f"messages must have shape (n={self.n}, d), got {tuple(xt.shape)}")
-        vote = majority_vote(xt, group_size=self.group_size, missing=missing, rtol=self.rtol, generator=self._generator)
+        miss = torch.from_numpy(missing_mask(missing, self.n))
+        vote = majority_vote(xt, group_size=self.group_size, missing=miss, rtol=self.rtol, generator=self._generator)
+        t1 = time.perf_counter()
         grad = vote.value_sum()
-        undecided = torch.nonzero(~vote.decided).flatten().tolist()
+        t2 = time.perf_counter()
+        undecided = tuple(torch.nonzero(~vote.decided).flatten().tolist())
         info = dict(vote.info)
         info.update(
-            undecided=undecided,
-            tolerance=torch.nonzero(vote.tolerance).flatten().tolist(),
+            undecided_ids=undecided,
+            tolerance_ids=tuple(torch.nonzero(vote.tolerance).flatten().tolist()),
             winners=vote.winners.tolist(),
             votes=vote.agree.reshape(-1, self.group_size).sum(-1).tolist(),
-            decode_ms=(time.perf_counter() - t0) * 1e3,
+            missing=int(miss.sum()),
+            combine_ms=(t2 - t1) * 1e3,
         )
-        return DecodeResult(
-            gradient=kind.wrap(grad.numpy()) if not kind.torch else grad,
-            flagged=vote.flagged,
-            exact=not undecided,
-            info=info,
+        reason = None
+        if undecided:
+            reason = (f"{len(undecided)} of {info['groups']} groups have no strict majority of their present "
+                      f"members (2e + m >= r = {self.group_size} there)")
+        return DecodeResult.finish(
+            kind.wrap(grad.numpy()) if not kind.torch else grad, vote.flagged, info, t0=t0,
+            erasures=int(miss.sum()), nonfinite=_nonfinite_count(xt, vote, ~miss, grad), reason=reason,
         )
 
 

@@ -3,7 +3,7 @@
 The honest messages of every coordinate form a codeword of the real [n, n−2s] cyclic Reed–Solomon
 code of :class:`~codedbft.encoders.cyclic.CyclicMDSCode`; Byzantine workers add an error of (row)
 support e, missing workers are m erasures, and the code corrects 2e + m <= 2s (Chen et al., DRACO,
-ICML 2018, §4; codes.md §2). Decoding never touches the d coordinates more than twice:
+ICML 2018, §4; docs/codes.md §2). Decoding never touches the d coordinates more than twice:
 
 1. *project* (one O(n d) pass): ``y = M r`` for a private random vector r ∈ R^d (Gaussian, drawn by
    the master and never sent), kept as p partial projections over p groups of coordinates. For a
@@ -95,10 +95,16 @@ class SyndromeDecoder:
         seed: seed of the private random vectors (None: OS entropy).
         cache_size: combination/interpolation matrices kept, one per row pattern.
 
-    ``info`` keys: ``erasures`` (missing + non-finite), ``nonfinite``, ``suspects`` (last locator
-    output), ``residuals`` (n,) relative residual of every row (NaN for erasures), ``locator``
-    (|Λ(X_i)| per row, ν, Hankel singular values), ``iterations``, ``reason`` (None when exact),
-    ``budget`` (⌊(2s−m)/2⌋), ``time_ms`` (project / locate / combine / total), ``passes``.
+    ``info``: the common keys of :mod:`codedbft.decoders.base` (``decode_ms``, ``erasures`` =
+    missing + non-finite rows, ``nonfinite``, ``reason``); the stages ``project_ms`` (the fused
+    first pass), ``locate_ms`` (residual check, locator, verification, deflation) and ``combine_ms``
+    (the second pass; about 0 when the first pass already summed the kept rows); and ``missing``,
+    ``erasure_ids``, ``nonfinite_ids``, ``locator`` (``"clean"``: no row needed locating,
+    ``"prony"``: the locator ran, ``"none"``: past 2s erasures), ``hankel`` (the last locator run:
+    ν, |Λ(X_i)| per row, Hankel singular values, ranked suspects), ``suspects`` and ``confirmed``
+    (row ids), ``residuals`` ((n,) standardised relative residual of every row, NaN for erasures),
+    ``iterations``, ``budget`` (⌊(2s−m)/2⌋, −1 past 2s erasures), ``kept``, ``passes``,
+    ``amplification``, ``projections``, ``rtol``.
     """
 
     def __init__(self, code: "CyclicMDSCode", *, rtol: float | None = None, projections: int = 4,
@@ -316,8 +322,9 @@ class SyndromeDecoder:
         valid = ~erased
         budget = (2 * s - m) // 2 if m <= 2 * s else -1
         info: dict[str, Any] = {
-            "erasures": tuple(int(i) for i in np.flatnonzero(erased)),
-            "nonfinite": tuple(int(i) for i in np.flatnonzero(nonfinite)),
+            "missing": int(miss.sum()),
+            "erasure_ids": tuple(int(i) for i in np.flatnonzero(erased)),
+            "nonfinite_ids": tuple(int(i) for i in np.flatnonzero(nonfinite)),
             "budget": budget, "projections": self.projections, "rtol": rtol,
         }
 
@@ -357,15 +364,14 @@ class SyndromeDecoder:
         info.update(
             suspects=tuple(int(i) for i in np.flatnonzero(suspects)),
             confirmed=tuple(int(i) for i in np.flatnonzero(confirmed)),
-            residuals=rel, locator=locator, iterations=iterations, reason=reason,
-            kept=int(keep.sum()), passes=passes,
+            residuals=rel, locator="none" if m > 2 * s else ("prony" if iterations else "clean"), hankel=locator,
+            iterations=iterations, kept=int(keep.sum()), passes=passes,
             # rounding of the sum grows like eps · Σ|u_i| |m_i|: adjacent erasures make it large
             amplification=float(np.abs(u).sum() / n),
-            time_ms={"project": (t1 - t0) * 1e3, "locate": (t2 - t1) * 1e3,
-                     "combine": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3},
+            project_ms=(t1 - t0) * 1e3, locate_ms=(t2 - t1) * 1e3, combine_ms=(t3 - t2) * 1e3,
         )
-        return DecodeResult(kind.wrap(grad), tuple(int(i) for i in np.flatnonzero(flagged)),
-                            reason is None, info)
+        return DecodeResult.finish(kind.wrap(grad), np.flatnonzero(flagged), info, t0=t0, erasures=m,
+                                   nonfinite=int(nonfinite.sum()), reason=reason)
 
     def _correct(self, y: np.ndarray, erased: np.ndarray, valid: np.ndarray, m: int,
                  rtol: float) -> tuple:

@@ -15,6 +15,10 @@ gradients. An adversary controlling ``q`` workers corrupts a file when it holds 
 ``ceil(r / 2)`` of its copies; the figure of merit is the largest fraction of files an optimal
 placement corrupts, ``eps_hat(q)`` (:meth:`ByzShieldCode.max_distortion`), which the expansion of the
 MOLS graph keeps far below DETOX's repetition groups.
+
+This module builds the assignment and searches optimal attacks; the decoder (vote per file,
+certification, robust rule) is :class:`~codedbft.decoders.byzshield.ByzShieldDecoder`, re-exported
+here. See docs/codes.md §3.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from codedbft._arrays import as_numpy, missing_mask, nonfinite_rows
-from codedbft.decoders.base import DecodeResult
+from codedbft._arrays import as_numpy
+# The decoder lives with the other decoders; re-exported here, where it used to be defined.
+from codedbft.decoders.byzshield import ByzShieldDecoder
 from codedbft.encoders.base import Code
 
-# Exhaustive search over C(K, q) attacker sets is affordable up to this many workers (codes.md §3).
+# Exhaustive search over C(K, q) attacker sets is affordable up to this many workers (docs/codes.md §3).
 EXHAUSTIVE_MAX_WORKERS = 25
 EXHAUSTIVE_HARD_LIMIT = 40  # beyond, even the meet-in-the-middle tables and C(K, q) sets are out of reach
 
@@ -289,7 +294,7 @@ def optimal_attack(
 
     A file is corrupted when the attackers hold at least ``threshold`` of its copies (``ceil(r/2)``:
     the honest copies then have no strict majority). ``method="auto"`` searches exhaustively when
-    ``K <= 25`` (codes.md §3: this reproduced the ByzShield paper's table exactly) and otherwise runs
+    ``K <= 25`` (docs/codes.md §3: this reproduced the ByzShield paper's table exactly) and otherwise runs
     the greedy + local-search heuristic, whose result is a lower bound on the optimum; the
     :class:`DistortionInfo` says which, and carries a proven upper bound.
     """
@@ -357,6 +362,9 @@ class ByzShieldCode(Code):
             relative to splitting the data without redundancy (each worker holds l of the l**2 files
             = 1/l of the data, versus 1/K). Note: this is not the base class' "mean partitions per
             worker" (which is l here); it matches the replication factor the papers report.
+        B: None (``linear`` is False): a worker sends each held file's gradient separately, not one
+            combination; :meth:`encode` returns those ``(n, l, d)`` stacks (``encodes_gradients``),
+            and :meth:`max_distortion` is available (``has_distortion``).
     """
 
     def __init__(
@@ -476,149 +484,3 @@ class ByzShieldCode(Code):
 
     def _build_decoder(self) -> ByzShieldDecoder:
         return ByzShieldDecoder(self, self.aggregator, self.f_files)
-
-
-# --------------------------------------------------------------------------------------------------
-# Decoder: vote per file, certify, robust rule over files
-# --------------------------------------------------------------------------------------------------
-
-
-def _alternative_exists(
-    major: np.ndarray, dissent: np.ndarray, known: np.ndarray, q: int, max_nodes: int
-) -> bool | None:
-    """Could at most q liars, consistent with the votes, have won some file's majority?
-
-    ``major``/``dissent``: bool (k, n), the present holders of each file agreeing with / dissenting
-    from its decided majority; ``known``: bool (n,), workers certainly Byzantine (non-finite copies).
-    Honest copies of a file are identical, so a liar set B is consistent when, in every file, the
-    holders outside B all sit on one side. A file's majority is wrong only if all its holders are in
-    B. Depth-first search over the side each inconsistent file keeps honest; every branch adds a
-    worker, so the depth is at most q. Returns True/False, or None when ``max_nodes`` ran out.
-    """
-    nodes = 0
-
-    def extend(B: np.ndarray) -> bool | None:
-        nonlocal nodes
-        nodes += 1
-        if nodes > max_nodes:
-            return None
-        out = ~B
-        bad = np.flatnonzero((major & out).any(axis=1) & (dissent & out).any(axis=1))
-        if bad.size == 0:
-            return True
-        y = bad[0]
-        undecided = False
-        for side in (major[y], dissent[y]):
-            B2 = B | side
-            if B2.sum() <= q:
-                found = extend(B2)
-                if found:
-                    return True
-                undecided |= found is None
-        return None if undecided else False
-
-    undecided = False
-    sizes = (major | known).sum(axis=1)
-    for x in np.flatnonzero(sizes <= q):
-        found = extend(major[x] | known)
-        if found:
-            return True
-        undecided |= found is None
-    return None if undecided else False
-
-
-class ByzShieldDecoder:
-    """Majority vote per file among its r copies, then a robust rule over the k voted files.
-
-    ``decode(messages, missing=None)`` takes the (n, l, d) messages of :meth:`ByzShieldCode.encode`
-    (row ``[w, p]`` is worker w's gradient for file ``assignment[w][p]``). Copies from missing
-    workers and copies holding NaN/Inf are erased before the vote (a non-finite copy also flags its
-    worker). Then:
-
-    * certified (every file decided and no consistent placement of at most ``code.q`` liars can have
-      won a majority): ``gradient = sum_x v_x`` of the voted file gradients, accumulated in float64,
-      ``exact=True``.
-    * otherwise: ``gradient = k * agg(V)``, V (m, d) the voted gradients of the m files with at
-      least one present copy (an undecided file offers its plurality copy; the rule's f counts such
-      files among the lost ones): the robust rule estimates the mean file gradient, scaled to the
-      SUM of the k files. ``exact=False``. When erasures leave fewer files than the rule needs
-      (``agg.min_n()``), the gradient is zero: the step is skipped (``info["skipped"]``).
-
-    ``flagged`` are the workers with a copy that differs from a decided file's majority, plus the
-    senders of non-finite copies.
-    """
-
-    def __init__(self, code: ByzShieldCode, aggregator: Callable[[Any], Any], f: int, max_nodes: int = 100_000) -> None:
-        import torch
-
-        self.code, self.aggregator, self.f = code, aggregator, f
-        self.max_nodes = max_nodes  # cap of the certification search (conservative when reached)
-        # Private fingerprint randomness for the vote, drawn once (workers must not predict it).
-        self._generator = torch.Generator().manual_seed(int.from_bytes(np.random.bytes(8), "little") >> 1)
-
-    def decode(self, messages: Any, missing: Any = None) -> DecodeResult:
-        from codedbft.decoders.majority import majority_vote
-
-        code = self.code
-        arr, kind = as_numpy(messages)
-        if arr.ndim != 3 or arr.shape[:2] != (code.n, code.l):
-            raise ValueError(f"messages must have shape (n={code.n}, l={code.l}, d), got {arr.shape}")
-        d = arr.shape[2]
-        out_dtype = np.result_type(arr.dtype, np.float32)
-        rows = arr.reshape(code.n * code.l, d)  # a view: one row per (worker, held file)
-        worker_of_row = np.repeat(np.arange(code.n), code.l)
-        erased_workers = missing_mask(missing, code.n)
-        live = ~erased_workers[worker_of_row]
-        nonfinite = nonfinite_rows(rows) & live
-
-        fr = code.file_rows  # (k, r)
-        pres = (live & ~nonfinite)[fr]
-        # One numpy gather into file-major order makes each file's copies contiguous, so the vote
-        # works on a view (torch.index_select, the vote's own gather, is ~10x slower on the CPU).
-        by_file = rows[fr.ravel()]
-        vote = majority_vote(by_file, group_size=code.r, missing=~pres.ravel(), generator=self._generator)
-        decided = vote.decided.numpy()
-        winners = vote.winners.numpy()  # row of by_file holding each file's (plurality) value
-        agr = vote.agree.numpy().reshape(code.k, code.r)  # present and equal to the decided value
-
-        # Each file's present holders, split by side of its decided vote, as (k, n) worker masks.
-        w_of = worker_of_row[fr]
-        major = np.zeros((code.k, code.n), dtype=bool)
-        dissent = np.zeros((code.k, code.n), dtype=bool)
-        np.put_along_axis(major, w_of, agr, axis=1)
-        np.put_along_axis(dissent, w_of, pres & ~agr & decided[:, None], axis=1)
-        known = np.zeros(code.n, dtype=bool)
-        known[worker_of_row[nonfinite]] = True
-        flagged_mask = dissent.any(axis=0) | known
-
-        certified = bool(decided.all()) and int(flagged_mask.sum()) <= code.q
-        if certified:
-            certified = _alternative_exists(major, dissent, known, code.q, self.max_nodes) is False
-        used = pres.any(axis=1)
-        skipped = False
-        if certified:
-            gradient = by_file[winners].sum(axis=0, dtype=np.float64).astype(out_dtype, copy=False)
-        elif used.sum() >= getattr(self.aggregator, "min_n", lambda: 1)():
-            import torch
-
-            est = self.aggregator(torch.from_numpy(by_file[winners[used]]))
-            est = est.detach().cpu().numpy() if hasattr(est, "detach") else np.asarray(est)
-            gradient = est * code.k
-        else:
-            gradient, skipped = np.zeros(d, dtype=out_dtype), True
-
-        info = {
-            "decided": decided,
-            "votes": agr.sum(axis=1),
-            "copies": pres.sum(axis=1),
-            "undecided_files": int((~decided).sum()),
-            "erased_workers": int(erased_workers.sum()),
-            "nonfinite_copies": int(nonfinite.sum()),
-            "certified": certified,
-            "files_aggregated": 0 if certified or skipped else int(used.sum()),
-            "skipped": skipped,
-            "q": code.q,
-            "f": self.f,
-        }
-        flagged = tuple(int(w) for w in np.flatnonzero(flagged_mask))
-        return DecodeResult(gradient=kind.wrap(gradient), flagged=flagged, exact=certified, info=info)

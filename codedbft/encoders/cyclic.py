@@ -92,6 +92,11 @@ class CyclicMDSCode(Code):
         b.setflags(write=False)
         return b
 
+    @property
+    def linear(self) -> bool:
+        """True: each message is ``Σ_t b_t g_{i+t}`` (known without building ``B``)."""
+        return True
+
     @cached_property
     def B(self) -> np.ndarray:  # noqa: N802 - the paper's name
         """(n, n) float64 circulant encoding matrix, ``B[i, (i+t) mod n] = b_t`` for t = 0..2s."""

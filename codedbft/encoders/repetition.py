@@ -70,7 +70,13 @@ class RepetitionCode(Code):
         return float(self.r)
 
     @property
+    def linear(self) -> bool:
+        """True: each message is one partition gradient, ``B`` the 0/1 group matrix (known without building it)."""
+        return True
+
+    @property
     def B(self) -> np.ndarray:  # noqa: N802
+        """(n, k) 0/1 matrix, ``B[i, j] = 1`` iff worker i is in group j."""
         B = np.zeros((self.n, self.k))
         B[np.arange(self.n), np.arange(self.n) // self.r] = 1.0
         return B
