@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy.spatial.distance import cdist
 
-from codedbft.aggregators import by_name
+from codedbft.aggregators import available, by_name
 
 # --------------------------------------------------------------------------------------------------
 # straightforward references, one (n, d) item at a time (float64 where the rule accumulates)
@@ -125,7 +125,9 @@ REFS = {
     "cge": ref_cge,
     "sign-majority": lambda x, f: np.sign(np.sign(x).sum(axis=0)),
 }
-RULES = list(REFS) + ["bygars"]
+#: every registered rule, except those that need more than ``f`` to be built or called (zeno: a loss
+#: oracle; hierarchical: a group structure, timed by bench_runtime through the detox scheme)
+RULES = [name for name in available() if name not in ("zeno", "hierarchical")]
 
 
 def _time(fn, reps):

@@ -1,18 +1,21 @@
-"""Robust aggregation rules against plain loop-based float64 references written from aggregators.md."""
+"""Robust aggregation rules against plain loop-based float64 references written from docs/aggregators.md;
+the registry, numpy/torch input kinds, per-call arguments and state round trips."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import pickle
 import zlib
 
 import numpy as np
 import pytest
 import torch
 
+import codedbft.aggregators as aggregators_pkg
 from codedbft.aggregators import (
-    CGE, FABA, MDA, Bulyan, ByGARS, CenteredClipping, GeoMed, Krum, MeaMed, Mean, Median, MultiKrum,
-    Phocas, SignMajority, TrimmedMean, Zeno, available, by_name,
+    AGGREGATORS, CGE, FABA, MDA, Aggregator, Bulyan, ByGARS, CenteredClipping, GeoMed, Hierarchical, Krum,
+    MeaMed, Mean, Median, MultiKrum, Phocas, SignMajority, TrimmedMean, Zeno, available, by_name,
 )
 from codedbft.aggregators import _kernels
 
@@ -471,3 +474,250 @@ def test_geomed_iterations_and_outlier_resistance():
     out = agg(x)
     assert torch.linalg.vector_norm(out - honest.mean(0)) < 3 * torch.linalg.vector_norm(honest, dim=1).max()
     assert 1 <= int(agg.last_info["iterations"][0]) <= 200
+
+
+# ------------------------------------------------------------------------------------------------
+# registry
+# ------------------------------------------------------------------------------------------------
+
+
+def test_registry_holds_every_exported_rule_class():
+    exported = {getattr(aggregators_pkg, n) for n in aggregators_pkg.__all__}
+    classes = {c for c in exported if isinstance(c, type) and issubclass(c, Aggregator) and c is not Aggregator}
+    assert {AGGREGATORS.get(n) for n in available()} == classes  # a rule file without the decorator fails
+    assert all(AGGREGATORS.get(c.name) is c for c in classes)
+
+
+@pytest.mark.parametrize("spelling", ["multi-krum", "multi_krum", "Multi-Krum", " MULTI_KRUM "])
+def test_by_name_normalises_names(spelling):
+    agg = by_name(spelling, f=1, m=2)
+    assert type(agg) is MultiKrum and agg.m == 2 and agg.f == 1
+
+
+def test_unknown_parameter_is_a_value_error_listing_valid_keys():
+    with pytest.raises(ValueError, match=r"'zz'.*'krum'.*valid: \['f'\]"):
+        by_name("krum", f=1, zz=3)
+    with pytest.raises(ValueError, match=r"\['typo', 'zz'\].*valid: \['f', 'm'\]"):
+        by_name("multi-krum", f=1, zz=3, typo=0)
+    with pytest.raises(ValueError, match=r"valid: \['f', 'tau', 'iters'\]"):
+        by_name("centered-clipping", f=1, momentum=0.9)
+    # hierarchical passes extra parameters to its outer rule: checked against the outer rule
+    with pytest.raises(ValueError, match=r"'zz'.*outer 'multi-krum'.*group_size.*\['m'\]"):
+        by_name("hierarchical", group_size=3, outer="multi-krum", zz=1)
+    with pytest.raises(ValueError, match="by name"):
+        Hierarchical(group_size=3, outer=Median(f=1), m=2)  # would be silently dropped
+    assert by_name("hierarchical", group_size=3, outer="multi-krum", s=2, m=2).outer.m == 2
+    with pytest.raises(ValueError, match="unknown aggregator 'nope'; available: .*krum"):
+        by_name("nope")
+
+
+# ------------------------------------------------------------------------------------------------
+# input kinds: numpy in -> numpy out, the same bytes as the torch call
+# ------------------------------------------------------------------------------------------------
+
+_A = torch.from_numpy(np.random.default_rng(11).standard_normal((4, 6)))
+
+
+def _oracle(W):
+    W = torch.as_tensor(W, dtype=torch.float64)
+    return 0.5 * ((W @ _A.T) ** 2).sum(dim=1)
+
+
+def _kind_case(name):
+    """(factory, n, per-call kwargs as a function of the array kind) for every registered rule."""
+    w = np.linspace(-1.0, 1.0, 6)
+    if name == "zeno":
+        return (lambda: Zeno(f=2, loss=_oracle, lr=0.05)), 9, lambda kind: {"params": kind(w)}
+    if name == "bygars":
+        return (lambda: ByGARS(alpha=0.3, q0=0.2)), 9, lambda kind: {"aux_gradient": kind(w)}
+    if name == "hierarchical":
+        return (lambda: Hierarchical(group_size=3, outer="centered-clipping", s=2, tau=0.5)), 15, lambda kind: {}
+    if name == "centered-clipping":
+        return (lambda: CenteredClipping(f=1, tau=0.5, iters=2)), 9, lambda kind: {}
+    return (lambda: by_name(name, f=1)), 9, lambda kind: {}
+
+
+@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_input_gives_numpy_output_equal_to_torch(name, dtype):
+    factory, n, call = _kind_case(name)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    xs = [rng.standard_normal((2, n, 6)).astype(dtype) for _ in range(3)]
+    if name == "hierarchical":  # groups of 3 identical rows, one group corrupted
+        xs = [np.repeat(x[:, : n // 3], 3, axis=1) for x in xs]
+        for x in xs:
+            x[:, :2] = 50.0
+    xs[1][0, 1, 2] = np.nan  # the non-finite guard runs on both kinds
+    a_np, a_t = factory(), factory()
+    for x in xs:  # several calls: stateful rules carry state between them
+        got = a_np(x, **call(np.asarray))
+        want = a_t(torch.from_numpy(x), **call(torch.from_numpy))
+        assert type(got) is np.ndarray and got.dtype == dtype and got.shape == (2, 6), name
+        assert isinstance(want, torch.Tensor)
+        assert got.tobytes() == want.numpy().tobytes(), name
+    assert a_np.nonfinite_rows_total == a_t.nonfinite_rows_total == 1
+
+
+def test_numpy_views_and_readonly_arrays():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 5))
+    want = Median(f=2)(torch.from_numpy(x.copy())).numpy()
+    flipped = x[::-1][::-1]  # negative strides twice: same values
+    assert Median(f=2)(flipped).tobytes() == want.tobytes()
+    ro = x.copy()
+    ro.flags.writeable = False
+    assert Median(f=2)(ro).tobytes() == want.tobytes()
+    assert Median(f=2)(np.asfortranarray(x)).tobytes() == want.tobytes()
+    reversed_rows = Median(f=2)(x[::-1])  # a permutation of the rows: median unchanged
+    np.testing.assert_array_equal(reversed_rows, want)
+
+
+@pytest.mark.parametrize("bad", [[[1.0, 2.0], [3.0, 4.0]], "abc", 3.0, None, (1.0, 2.0)])
+@pytest.mark.parametrize("name", ["mean", "median", "krum", "hierarchical"])
+def test_non_array_input_is_a_type_error(name, bad):
+    agg = Hierarchical(group_size=1) if name == "hierarchical" else by_name(name, f=0)
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        agg(bad)
+
+
+def test_bad_arrays_are_value_errors():
+    for x in (np.zeros((5, 3), dtype=np.int64), np.zeros((5, 3), dtype=np.complex128), np.array([["a"]]),
+              torch.zeros(5, 3, dtype=torch.int64)):
+        with pytest.raises(ValueError):
+            Median(f=1)(x)
+    with pytest.raises(ValueError, match="shape"):
+        Median(f=0)(np.zeros(3))
+    with pytest.raises(TypeError, match="unknown call argument"):
+        Median(f=1)(np.zeros((5, 3)), params=np.zeros(3))
+
+
+# ------------------------------------------------------------------------------------------------
+# per-call arguments are never stored on the object
+# ------------------------------------------------------------------------------------------------
+
+
+def test_zeno_keeps_no_call_arguments_on_the_object():
+    rng = np.random.default_rng(8)
+    x = torch.from_numpy(rng.standard_normal((2, 7, 6)))
+    w0, w1 = (torch.from_numpy(rng.standard_normal(6)) for _ in range(2))
+    agg = Zeno(f=2, loss=_oracle, lr=0.05, params=w0)
+    before = {k: v for k, v in vars(agg).items() if k != "last_info"}
+    out1 = agg(x, params=w1)  # call arguments win for this call only
+    after = {k: v for k, v in vars(agg).items() if k != "last_info"}
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    assert torch.equal(out1, Zeno(f=2, loss=_oracle, lr=0.05, params=w1)(x))
+    assert torch.equal(agg(x), Zeno(f=2, loss=_oracle, lr=0.05, params=w0)(x))  # back to w0
+    # the result is the float64 reference of test_zeno_reference's formula
+    xn, wn = x[1].numpy(), w1.numpy()
+    A = _A.numpy()
+
+    def loss_np(v):
+        return 0.5 * float(((A @ v) ** 2).sum())
+
+    scores = [loss_np(wn) - loss_np(wn - 0.05 * xi) - 1e-3 * float(xi @ xi) for xi in xn]
+    keep = np.argsort(-np.asarray(scores), kind="stable")[:5]
+    np.testing.assert_allclose(out1[1].numpy(), xn[keep].mean(axis=0), rtol=1e-12)
+    bare = Zeno(f=2)
+    keys = set(vars(bare))
+    bare(x, params=w1, loss=_oracle)
+    assert set(vars(bare)) == keys and bare.loss is None and bare.params is None
+    with pytest.raises(ValueError, match="zeno needs"):
+        bare(x)  # nothing from the previous call was kept
+    pickle.dumps(bare)
+
+
+def test_bygars_keeps_no_call_arguments_on_the_object():
+    rng = np.random.default_rng(6)
+    agg = ByGARS(alpha=0.3, decay=0.5, q0=0.1)
+    keys = set(vars(agg))
+    q = np.full((2, 5), 0.1)
+    for t in range(3):
+        x = rng.standard_normal((2, 5, 8))
+        g = rng.standard_normal(8)
+        want = np.einsum("bn,bnd->bd", q, x)
+        a = 0.3 / (1 + 0.5 * t)
+        q = (1 - a) * q + a * (x @ g)
+        got = agg(torch.from_numpy(x), aux_gradient=torch.from_numpy(g))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+        assert set(vars(agg)) == keys  # only the reputations q and the step t changed
+    np.testing.assert_allclose(agg.q.numpy(), q, rtol=1e-12)
+    assert agg.q.shape == (2, 5) and agg.t == 3
+    with pytest.raises(ValueError, match="auxiliary gradient"):
+        agg(torch.from_numpy(x))  # the previous call's gradient was not kept
+    pickle.dumps(agg)
+
+
+# ------------------------------------------------------------------------------------------------
+# state: plain copies, restored into the live object
+# ------------------------------------------------------------------------------------------------
+
+
+def _detox_inputs(seed, steps, r=3, groups=6, d=5):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        x = torch.randn(groups, d, generator=g, dtype=torch.float64).repeat_interleave(r, dim=0)
+        x[:2] = 40.0  # group 0 voted wrong: one bad bucket for the outer rule
+        out.append(x)
+    return out
+
+
+def test_hierarchical_with_stateful_outer_round_trips_state():
+    def make():
+        return Hierarchical(group_size=3, outer="centered-clipping", s=2, tau=0.3)
+
+    xs = _detox_inputs(0, 6)
+    a = make()
+    assert a.stateful and a.outer.stateful and not Hierarchical(group_size=3).stateful
+    for x in xs[:3]:
+        a(x)
+    saved = pickle.loads(pickle.dumps(a.state_dict()))  # plain data: survives pickling
+    assert set(saved) == {"outer"} and saved["outer"]["v"].numel() == 5
+    cont_a = [a(x) for x in xs[3:]]
+    b = make()
+    outer_b = b.outer
+    b.load_state_dict(saved)
+    assert b.outer is outer_b  # restored into the live rule, not replaced
+    cont_b = [b(x) for x in xs[3:]]
+    assert all(torch.equal(u, v) for u, v in zip(cont_a, cont_b))
+    fresh = make()
+    assert not torch.equal(fresh(xs[3]), cont_a[0])  # the state matters: the test can fail
+    b.reset()
+    assert b.outer.v is None and b.state_dict() == {"outer": {"v": None}}
+    assert Hierarchical(group_size=3).state_dict() == {}
+
+
+def _same_state(a, b):
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("kind", ["centered-clipping", "bygars", "hierarchical"])
+def test_state_dict_is_a_detached_copy(kind):
+    xs = _detox_inputs(1, 3)
+    if kind == "hierarchical":
+        agg, call = Hierarchical(group_size=3, outer="centered-clipping", s=2, tau=0.3), {}
+    elif kind == "bygars":
+        xs = [x[:5] for x in xs]
+        agg, call = ByGARS(alpha=0.2), {"aux_gradient": torch.ones(5, dtype=torch.float64)}
+    else:
+        agg, call = CenteredClipping(f=1, tau=0.3), {}
+    agg(xs[0], **call)
+    sd = agg.state_dict()
+    saved = pickle.loads(pickle.dumps(sd))
+    agg(xs[1], **call)  # moving on must not change what was saved ...
+    assert _same_state(sd, saved) and not _same_state(agg.state_dict(), saved)
+    agg.load_state_dict(sd)
+
+    def bump(state):
+        for leaf in (state.get("outer", state)).values():
+            if isinstance(leaf, torch.Tensor):
+                leaf.add_(1.0)
+
+    bump(sd)  # ... editing the loaded dict must not change the object ...
+    assert _same_state(agg.state_dict(), saved)
+    bump(agg.state_dict())  # ... nor editing a returned one
+    assert _same_state(agg.state_dict(), saved)

@@ -1,11 +1,15 @@
-"""Robust aggregation rules over stacked worker vectors ``(..., n, d)`` (reference/aggregators.md).
+"""Robust aggregation rules over stacked worker vectors ``(..., n, d)``; definitions in docs/aggregators.md.
 
 >>> from codedbft.aggregators import by_name, Krum
 >>> agg = Krum(f=3)            # or by_name("krum", f=3)
 >>> out = agg(x)               # (..., n, d) -> (..., d), batched, dtype and device kept
 
-Stateful rules (``CenteredClipping``, ``ByGARS``) keep their state on the object
-(``state_dict`` / ``load_state_dict`` / ``reset``).
+``x`` may be a torch tensor or a numpy array; the result is of the same kind (TypeError for
+anything else). Every rule is registered by name in ``AGGREGATORS``
+(``codedbft.aggregators.registry``): ``by_name`` builds one and rejects unknown parameters with
+ValueError, ``available()`` lists the names. Stateful rules (``CenteredClipping``, ``ByGARS``, and
+``Hierarchical`` over a stateful rule) keep their state on the object (``state_dict`` /
+``load_state_dict`` / ``reset``).
 """
 
 from codedbft.aggregators.base import Aggregator
@@ -15,12 +19,12 @@ from codedbft.aggregators.coordinate import Mean, MeaMed, Median, Phocas, SignMa
 from codedbft.aggregators.geomed import GeoMed
 from codedbft.aggregators.hierarchical import Hierarchical
 from codedbft.aggregators.krum import Bulyan, Krum, MultiKrum
-from codedbft.aggregators.registry import available, by_name
+from codedbft.aggregators.registry import AGGREGATORS, available, by_name
 from codedbft.aggregators.selection import CGE, FABA, MDA
 from codedbft.aggregators.zeno import Zeno
 
 __all__ = [
-    "Aggregator", "by_name", "available", "Mean", "Median", "TrimmedMean", "Phocas", "MeaMed",
+    "Aggregator", "AGGREGATORS", "by_name", "available", "Mean", "Median", "TrimmedMean", "Phocas", "MeaMed",
     "GeoMed", "Krum", "MultiKrum", "Bulyan", "MDA", "CenteredClipping", "FABA", "CGE",
     "SignMajority", "Zeno", "ByGARS", "Hierarchical",
 ]

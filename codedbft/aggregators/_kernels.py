@@ -99,7 +99,7 @@ MODES = {"median": 0, "trimmed": 1, "phocas": 2, "meamed": 3}
 def coord_reduce(x3: torch.Tensor, mode: str, f: int = 0, k: int = 0) -> torch.Tensor:
     """Per-coordinate order-statistics reduction of ``x3`` (B, n, d) -> (B, d).
 
-    Modes (aggregators.md): ``median`` (even n: mean of the two middle values); ``trimmed`` (mean
+    Modes (docs/aggregators.md): ``median`` (even n: mean of the two middle values); ``trimmed`` (mean
     of the sorted values f..n-f-1); ``phocas`` / ``meamed``: mean of the k values closest to the
     trimmed mean / the median, distances |x - c| in float64, ties to the lower row index.
     """

@@ -1,4 +1,11 @@
-"""ByGARS++ (Regatti et al.): reputation-weighted aggregation from an auxiliary-data gradient."""
+"""ByGARS++ (Regatti et al. 2020): reputation-weighted aggregation from an auxiliary-data gradient.
+
+Instead of bounding the number of attackers, ByGARS++ learns one reputation per worker from how
+well its messages align with a gradient computed by the server on a small clean auxiliary batch,
+and outputs the reputation-weighted sum. The reputations are the rule's state across steps; the
+auxiliary gradient is a per-call argument (it changes every step) and is never stored between
+calls. Definition: docs/aggregators.md.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,15 @@ from typing import Any, Callable
 
 import torch
 
-from codedbft.aggregators.base import Aggregator
+from codedbft.aggregators.base import Aggregator, as_tensor_input
+from codedbft.aggregators.registry import AGGREGATORS
 
 
+@AGGREGATORS.register()
 class ByGARS(Aggregator):
-    """ByGARS++ (Regatti et al., eq. 3): output ``H_t^T q_t = sum_i q_{t,i} x_i``, then update the
+    """ByGARS++ (Regatti et al. 2020): reputation-weighted sum, reputations learnt online; any n.
+
+    The paper's eq. 3: output ``H_t^T q_t = sum_i q_{t,i} x_i``, then update the
     reputations ``q_{t+1} = (1 - alpha_t) q_t + alpha_t H_t g_t`` where ``(H_t g_t)_i = <x_i, g_t>`` and
     ``g_t = grad L_t(w_t)`` is the gradient of the loss on a small clean auxiliary batch at the same
     parameters the workers used. ``alpha_t = alpha / (1 + decay t)`` (the paper decays both step sizes).
@@ -18,16 +29,18 @@ class ByGARS(Aggregator):
     Reputations may turn negative, so a worker that consistently sends ``-c * gradient`` helps after
     its sign is learnt: no bound on the number of attackers ("any number"; ``f`` is unused).
 
-    The auxiliary gradient comes from ``agg(x, aux_gradient=g)`` (``g`` of shape ``(d,)`` or
-    ``(..., d)`` matching the batch) or, when not given, from the ``aux_grad()`` callable set at
-    construction; without either, ValueError.
+    The auxiliary gradient comes from ``agg(x, aux_gradient=g)`` (``g``, numpy or torch, of shape
+    ``(d,)`` or ``(..., d)`` matching the batch) or, when not given, from the ``aux_grad()``
+    callable set at construction; without either, ValueError.
 
-    State on the object: ``q`` ``(..., n)`` float64 (starts at ``q0``: 0 as in the paper, which makes
-    the first output zero) and the step ``t``; ``state_dict()``/``load_state_dict()``/``reset()``.
+    State on the object: ``q`` ``(..., n)`` float64 torch tensor on the CPU (starts at ``q0``: 0 as
+    in the paper, which makes the first output zero) and the step ``t``; ``state_dict()`` (copies),
+    ``load_state_dict()`` (into this object), ``reset()``.
     """
 
     name = "bygars"
     stateful = True
+    call_args = ("aux_gradient",)
 
     def __init__(
         self,
@@ -35,7 +48,7 @@ class ByGARS(Aggregator):
         alpha: float = 0.05,
         decay: float = 0.0,
         q0: float = 0.0,
-        aux_grad: Callable[[], torch.Tensor] | None = None,
+        aux_grad: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__(f)
         if alpha <= 0 or alpha > 1 or decay < 0:
@@ -44,27 +57,27 @@ class ByGARS(Aggregator):
         self.q: torch.Tensor | None = None
         self.t = 0
 
-    def __call__(self, x: torch.Tensor, aux_gradient: torch.Tensor | None = None) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, aux_gradient: Any = None) -> torch.Tensor:
         g = aux_gradient if aux_gradient is not None else (self.aux_grad() if self.aux_grad is not None else None)
         if g is None:
             raise ValueError("bygars needs an auxiliary gradient: agg(x, aux_gradient=g) or aux_grad=callable")
-        self._g = g
-        self._lead = tuple(x.shape[:-2])
-        return super().__call__(x)
+        g, _ = as_tensor_input(g, self.name, "the auxiliary gradient")
+        # q keeps the caller's batch shape (..., n), which the flattened (B, n, d) view has lost
+        return super()._forward(x, aux_gradient=g, lead=tuple(x.shape[:-2]))
 
-    def _aggregate(self, x3: torch.Tensor) -> torch.Tensor:
+    def _aggregate(self, x3: torch.Tensor, *, aux_gradient: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
         B, n, d = x3.shape
         if self.q is None:
-            self.q = torch.full((*self._lead, n), self.q0, dtype=torch.float64)
+            self.q = torch.full((*lead, n), self.q0, dtype=torch.float64)
         if self.q.numel() != B * n:
             raise ValueError(f"bygars state q has shape {tuple(self.q.shape)}, input gives {B}x{n}: call reset()")
         q = self.q.reshape(B, n).to(x3.device)
         out = torch.bmm(q.to(x3.dtype).unsqueeze(1), x3).squeeze(1)
-        g = self._g.detach().reshape(-1, d).to(dtype=x3.dtype, device=x3.device).expand(B, d)
+        g = aux_gradient.detach().reshape(-1, d).to(dtype=x3.dtype, device=x3.device).expand(B, d)
         inner = torch.bmm(x3, g.unsqueeze(2)).squeeze(2).double()
         inner = torch.nan_to_num(inner, nan=0.0, posinf=0.0, neginf=0.0)
         alpha = self.alpha / (1.0 + self.decay * self.t)
-        self.q = ((1 - alpha) * q + alpha * inner).reshape(*self._lead, n).cpu()
+        self.q = ((1 - alpha) * q + alpha * inner).reshape(*lead, n).cpu()
         self.t += 1
         self.last_info["q"] = self.q.clone()
         return out
@@ -74,7 +87,7 @@ class ByGARS(Aggregator):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         q = state.get("q")
-        self.q = None if q is None else q.clone()
+        self.q = None if q is None else torch.as_tensor(q).clone()
         self.t = int(state.get("t", 0))
 
     def reset(self) -> None:

@@ -1,4 +1,10 @@
-"""Centered clipping (Karimireddy et al. 2021): a stateful rule (the centre is the previous output)."""
+"""Centered clipping (Karimireddy et al. 2021): a stateful rule (the centre is the previous output).
+
+Clipping each input's deviation from a centre bounds what any one input can move the output by
+``tau / n`` per iteration, whatever it sends; starting from the previous step's output keeps the
+centre close to the honest inputs, which is why a single iteration works in the paper's
+experiments. Definition: docs/aggregators.md.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,20 @@ import torch
 
 from codedbft.aggregators import _kernels
 from codedbft.aggregators.base import FRule
+from codedbft.aggregators.registry import AGGREGATORS
 
 
+@AGGREGATORS.register()
 class CenteredClipping(FRule):
-    """``v <- v + (1/n) sum_i clip_tau(x_i - v)``, ``clip_tau(u) = u min(1, tau/|u|)``, ``iters`` times
+    """Centered clipping (Karimireddy et al. 2021), centred on the previous output; n >= 2f+1.
+
+    ``v <- v + (1/n) sum_i clip_tau(x_i - v)``, ``clip_tau(u) = u min(1, tau/|u|)``, ``iters`` times
     (default 1, tau = 10); ``v`` starts at the previous call's output (0 at the first call).
 
-    State on the object: ``v`` of shape ``(..., d)`` (the output shape), saved by ``state_dict()``,
-    restored by ``load_state_dict()``, cleared by ``reset()``; a call with another output shape than
-    the stored ``v`` raises ValueError (call ``reset()`` first). Requires n >= 2f+1.
+    State on the object: ``v`` of shape ``(..., d)`` (the output shape, a torch tensor whatever
+    the input kind), saved by ``state_dict()`` (a copy), restored into this object by
+    ``load_state_dict()``, cleared by ``reset()``; a call with another output shape than the
+    stored ``v`` raises ValueError (call ``reset()`` first).
     """
 
     name = "centered-clipping"
@@ -29,8 +40,9 @@ class CenteredClipping(FRule):
         self.tau, self.iters = float(tau), int(iters)
         self.v: torch.Tensor | None = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = super().__call__(x)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super()._forward(x)
+        # a copy: the caller owns ``out`` and may modify it in place
         self.v = out.detach().clone()
         return out
 
@@ -53,7 +65,7 @@ class CenteredClipping(FRule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         v = state.get("v")
-        self.v = None if v is None else v.clone()
+        self.v = None if v is None else torch.as_tensor(v).clone()
 
     def reset(self) -> None:
         super().reset()

@@ -1,7 +1,8 @@
 """Coordinate-wise rules: mean, median, trimmed mean, Phocas, MeaMed, sign majority.
 
-Each sorts the n values of every coordinate once (sorting network kernel, ``_kernels``) and reduces;
-nothing loops over d or over batch items in Python.
+Each treats the d coordinates independently: it sorts the n values of every coordinate once
+(sorting network kernel, ``_kernels``) and reduces, so nothing loops over d or over batch items in
+Python. Definitions and sources: docs/aggregators.md.
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ import torch
 
 from codedbft.aggregators import _kernels
 from codedbft.aggregators.base import Aggregator, FRule
+from codedbft.aggregators.registry import AGGREGATORS
 
 
+@AGGREGATORS.register()
 class Mean(Aggregator):
-    """``(1/n) sum_i x_i`` (plain SGD; not robust: one Byzantine input moves it arbitrarily)."""
+    """The plain average (1/n) sum_i x_i; not robust.
+
+    Plain SGD: one Byzantine input moves it arbitrarily. No requirement on n.
+    """
 
     name = "mean"
 
@@ -21,9 +27,12 @@ class Mean(Aggregator):
         return x3.mean(dim=1)
 
 
+@AGGREGATORS.register()
 class Median(FRule):
-    """Coordinate-wise median (Yin et al. 2018); even n: mean of the two middle values (numpy's rule,
-    not ``torch.median``'s lower middle). Requires n >= 2f+1."""
+    """Coordinate-wise median (Yin et al. 2018); requires n >= 2f+1.
+
+    Even n: the mean of the two middle values (numpy's rule, not ``torch.median``'s lower middle).
+    """
 
     name = "median"
 
@@ -31,10 +40,14 @@ class Median(FRule):
         return _kernels.coord_reduce(x3, "median").to(x3.device)
 
 
+@AGGREGATORS.register()
 class TrimmedMean(FRule):
-    """Coordinate-wise trimmed mean (Yin et al. 2018): per coordinate drop the f largest and f
-    smallest values and average the n-2f left, by selection (never total - top - bottom, which loses
-    the honest values to cancellation when outliers are ~1e6 in float32). Requires n >= 2f+1."""
+    """Coordinate-wise trimmed mean (Yin et al. 2018); requires n >= 2f+1.
+
+    Per coordinate drop the f largest and f smallest values and average the n-2f left, by
+    selection (never total - top - bottom, which loses the honest values to cancellation when
+    outliers are ~1e6 in float32).
+    """
 
     name = "trimmed-mean"
 
@@ -42,10 +55,13 @@ class TrimmedMean(FRule):
         return _kernels.coord_reduce(x3, "trimmed", f=self.f).to(x3.device)
 
 
+@AGGREGATORS.register()
 class Phocas(FRule):
-    """Phocas (Xie et al. 2018): per coordinate, the mean of the n-f values closest to the
-    coordinate's trimmed mean ``T`` (distances ``|x_i - T|`` in float64; ties: lower index first).
-    Requires n >= 2f+1."""
+    """Phocas (Xie et al. 2018): mean of the n-f values closest to the trimmed mean; n >= 2f+1.
+
+    Per coordinate, the n-f values closest to the coordinate's trimmed mean ``T`` (distances
+    ``|x_i - T|`` in float64; ties: lower index first) are averaged.
+    """
 
     name = "phocas"
 
@@ -54,9 +70,13 @@ class Phocas(FRule):
         return _kernels.coord_reduce(x3, "phocas", f=self.f, k=n - self.f).to(x3.device)
 
 
+@AGGREGATORS.register()
 class MeaMed(FRule):
-    """Mean-around-median (Xie et al. 2018, GBT-SGD): per coordinate, the mean of the n-f values
-    closest to the coordinate's median (ties: lower index first). Requires n >= 2f+1."""
+    """Mean-around-median (Xie et al. 2018, GBT-SGD): mean of the n-f values closest to the median.
+
+    Per coordinate, the n-f values closest to the coordinate's median are averaged (ties: lower
+    index first). Requires n >= 2f+1.
+    """
 
     name = "meamed"
 
@@ -65,9 +85,12 @@ class MeaMed(FRule):
         return _kernels.coord_reduce(x3, "meamed", k=n - self.f).to(x3.device)
 
 
+@AGGREGATORS.register()
 class SignMajority(Aggregator):
-    """signSGD with majority vote (Bernstein et al. 2019): ``sign(sum_i sign(x_i))``, a tie gives 0.
-    No requirement on n (``f`` is accepted for a uniform interface and unused)."""
+    """signSGD with majority vote (Bernstein et al. 2019): sign(sum_i sign(x_i)), a tie gives 0.
+
+    No requirement on n (``f`` is accepted for a uniform interface and unused).
+    """
 
     name = "sign-majority"
 

@@ -1,4 +1,9 @@
-"""Geometric median by smoothed Weiszfeld iterations (Chen et al. 2017; Pillutla et al.)."""
+"""Geometric median by smoothed Weiszfeld iterations (Chen et al. 2017; Pillutla et al. 2022).
+
+The geometric median has breakdown point 1/2 and, unlike the coordinate-wise rules, is rotation
+invariant; it has no closed form, so it is approximated by iterations whose cost is O(n^2) per
+step once the pairwise distances are known (see ``GeoMed``). Definition: docs/aggregators.md.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ import torch
 
 from codedbft.aggregators._distances import pairwise_sq_dists
 from codedbft.aggregators.base import FRule
+from codedbft.aggregators.registry import AGGREGATORS
 
 
+@AGGREGATORS.register()
 class GeoMed(FRule):
-    """``argmin_z sum_i |z - x_i|_2`` by smoothed Weiszfeld: ``z <- sum_i w_i x_i / sum_i w_i`` with
+    """Geometric median ``argmin_z sum_i |z - x_i|_2`` (smoothed Weiszfeld); requires n >= 2f+1.
+
+    Smoothed Weiszfeld: ``z <- sum_i w_i x_i / sum_i w_i`` with
     ``w_i = 1 / max(nu, |z - x_i|)``, from the coordinate-wise mean, until
     ``|z_new - z| <= tol |z|`` (tol default 1e-8 in float64, 1e-5 in float32) or ``max_iter``.
 

@@ -11,6 +11,7 @@ import torch
 from codedbft.aggregators import _kernels
 from codedbft.aggregators._distances import pairwise_sq_dists
 from codedbft.aggregators.base import Aggregator, mean_rows
+from codedbft.aggregators.registry import AGGREGATORS
 
 _INF = float("inf")
 
@@ -30,10 +31,14 @@ def krum_scores(D: torch.Tensor, alive: torch.Tensor, neighbours: int) -> torch.
     return torch.where(alive, s, torch.full((), _INF, dtype=D.dtype, device=D.device))
 
 
+@AGGREGATORS.register()
 class Krum(Aggregator):
-    """Krum (Blanchard et al. 2017): ``x_{i*}``, ``i* = argmin_i score(i)``, ``score(i)`` the sum of the
-    squared distances from x_i to its n-f-2 nearest other inputs; ties go to the lowest index.
-    Requires n >= 2f+3. ``last_info["selected"]``: ``(B,)`` winners."""
+    """Krum (Blanchard et al. 2017): the input with the smallest Krum score; requires n >= 2f+3.
+
+    ``x_{i*}``, ``i* = argmin_i score(i)``, ``score(i)`` the sum of the squared distances from x_i
+    to its n-f-2 nearest other inputs; ties go to the lowest index.
+    ``last_info["selected"]``: ``(B,)`` winners.
+    """
 
     name = "krum"
 
@@ -52,10 +57,13 @@ class Krum(Aggregator):
         return x3[torch.arange(B, device=x3.device), win.to(x3.device)]
 
 
+@AGGREGATORS.register()
 class MultiKrum(Krum):
-    """Multi-Krum (Blanchard et al. 2017): the mean of the m inputs with the smallest Krum scores
-    (scores computed once; default m = n - f; ties at the cut: lower index). Requires n >= 2f+3 and
-    1 <= m <= n."""
+    """Multi-Krum (Blanchard et al. 2017): the mean of the m inputs with the smallest Krum scores.
+
+    Scores are computed once (as in ``Krum``); default m = n - f; ties at the cut: lower index.
+    Requires n >= 2f+3 and 1 <= m <= n. ``last_info["selected"]``: ``(B, m)`` in score order.
+    """
 
     name = "multi-krum"
 
@@ -82,8 +90,9 @@ class MultiKrum(Krum):
         return f"MultiKrum(f={self.f}, m={self.m})"
 
 
+@AGGREGATORS.register()
 class Bulyan(Aggregator):
-    """Bulyan (El Mhamdi et al. 2018) over Krum, as aggregators.md fixes it.
+    """Bulyan (El Mhamdi et al. 2018) over Krum, as docs/aggregators.md fixes it; requires n >= 4f+3.
 
     (1) Selection: theta = n - 2f times, run Krum on the m inputs not yet selected (scores recomputed
     on that set with max(0, m - f - 2) neighbours, ties to the lowest original index) and move the

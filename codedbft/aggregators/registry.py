@@ -1,37 +1,36 @@
-"""Build any rule from its aggregators.md name."""
+"""The aggregator registry: every rule is built by its name through ``AGGREGATORS``.
+
+Each rule file decorates its class with ``@AGGREGATORS.register()`` (the name is the class
+attribute ``name``); the registry imports every public module of ``codedbft.aggregators`` on the
+first lookup, so adding a rule is one file and its test, and no list of names exists anywhere
+else. This module imports no rule file (the rule files import it), which keeps the import graph
+acyclic. Names are normalised by ``codedbft.registry.canonical`` (``"Multi_Krum"`` is
+``"multi-krum"``); the definitions behind each name are in docs/aggregators.md.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from codedbft.aggregators.base import Aggregator
-from codedbft.aggregators.bygars import ByGARS
-from codedbft.aggregators.clipping import CenteredClipping
-from codedbft.aggregators.coordinate import Mean, MeaMed, Median, Phocas, SignMajority, TrimmedMean
-from codedbft.aggregators.geomed import GeoMed
-from codedbft.aggregators.hierarchical import Hierarchical
-from codedbft.aggregators.krum import Bulyan, Krum, MultiKrum
-from codedbft.aggregators.selection import CGE, FABA, MDA
-from codedbft.aggregators.zeno import Zeno
+from codedbft.registry import Registry
 
-RULES: dict[str, type[Aggregator]] = {
-    cls.name: cls
-    for cls in (
-        Mean, Median, TrimmedMean, Phocas, MeaMed, GeoMed, Krum, MultiKrum, Bulyan, MDA,
-        CenteredClipping, FABA, CGE, SignMajority, Zeno, ByGARS, Hierarchical,
-    )
-}
+if TYPE_CHECKING:
+    from codedbft.aggregators.base import Aggregator
+
+AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator", package="codedbft.aggregators")
+"""Every registered rule class by name: ``AGGREGATORS.get("krum")``, ``AGGREGATORS.params("krum")``."""
 
 
 def available() -> list[str]:
-    """The rule names ``by_name`` accepts (aggregators.md names, plus ``hierarchical``)."""
-    return list(RULES)
+    """The rule names ``by_name`` accepts, sorted (the docs/aggregators.md rules and ``hierarchical``)."""
+    return list(AGGREGATORS.available())
 
 
-def by_name(name: str, **params: Any) -> Aggregator:
-    """Build the rule called ``name`` (e.g. ``"multi-krum"``; ``_`` and case are normalised) with its
-    parameters, e.g. ``by_name("krum", f=3)`` or ``by_name("mda", f=2, max_subsets=10_000)``."""
-    key = name.strip().lower().replace("_", "-")
-    if key not in RULES:
-        raise ValueError(f"unknown aggregator {name!r}; available: {', '.join(RULES)}")
-    return RULES[key](**params)
+def by_name(name: str, /, **params: Any) -> Aggregator:
+    """Build the rule called ``name`` with its constructor parameters.
+
+    E.g. ``by_name("krum", f=3)`` or ``by_name("Multi_Krum", f=2, m=5)``: case, surrounding blanks
+    and ``_`` / ``-`` are normalised. An unknown name raises ValueError listing the available ones;
+    an unknown parameter raises ValueError naming it and listing the valid ones (not TypeError).
+    """
+    return AGGREGATORS.build(name, **params)

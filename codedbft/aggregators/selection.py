@@ -1,4 +1,8 @@
-"""Rules that drop whole inputs: MDA (minimum diameter averaging), FABA, CGE."""
+"""Rules that drop whole inputs and average the rest: MDA (minimum diameter averaging), FABA, CGE.
+
+Each decides per batch item which n-f rows to keep (from the float64 pairwise distances, or the
+row norms) and returns their mean with one batched matvec; definitions: docs/aggregators.md.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,18 @@ import torch
 from codedbft.aggregators import _kernels
 from codedbft.aggregators._distances import pairwise_sq_dists
 from codedbft.aggregators.base import FRule, mean_rows
+from codedbft.aggregators.registry import AGGREGATORS
 
 
+@AGGREGATORS.register()
 class MDA(FRule):
-    """Minimum-diameter averaging (El Mhamdi et al.): the mean of the subset S of size n-f with the
-    smallest diameter ``max_{i,j in S} |x_i - x_j|``; exact search over the C(n, f) subsets, ties to
-    the lexicographically first subset (lower indices). Requires n >= 2f+1 and C(n, f) <=
-    ``max_subsets`` (default 200_000; the search is exponential in f), else ValueError."""
+    """Minimum-diameter averaging (El Mhamdi et al. 2018): mean of the n-f inputs of least diameter.
+
+    The mean of the subset S of size n-f with the smallest diameter ``max_{i,j in S} |x_i - x_j|``;
+    exact search over the C(n, f) subsets, ties to the lexicographically first subset (lower
+    indices). Requires n >= 2f+1 and C(n, f) <= ``max_subsets`` (default 200_000; the search is
+    exponential in f), else ValueError. ``last_info["selected"]``: ``(B, n-f)`` kept rows.
+    """
 
     name = "mda"
     _CHUNK = 4096
@@ -58,11 +67,15 @@ class MDA(FRule):
         return f"MDA(f={self.f}, max_subsets={self.max_subsets})"
 
 
+@AGGREGATORS.register()
 class FABA(FRule):
-    """FABA (Xia et al. 2019): f times, drop the input farthest from the mean of those remaining
-    (ties: the lower index is dropped); output the mean of the n-f left. Distances to the mean come
-    from the pairwise distances, ``|x_i - mu|^2 = (1/m) sum_j D_ij - (1/2m^2) sum_jk D_jk`` over the
-    m remaining rows (translation invariant). Requires n >= 2f+1. ``last_info["dropped"]``: (B, f)."""
+    """FABA (Xia et al. 2019): f times drop the input farthest from the mean; average the rest.
+
+    Each round drops the input farthest from the mean of those remaining (ties: the lower index
+    is dropped); the output is the mean of the n-f left. Distances to the mean come from the
+    pairwise distances, ``|x_i - mu|^2 = (1/m) sum_j D_ij - (1/2m^2) sum_jk D_jk`` over the m
+    remaining rows (translation invariant). Requires n >= 2f+1. ``last_info["dropped"]``: (B, f).
+    """
 
     name = "faba"
 
@@ -91,10 +104,14 @@ class FABA(FRule):
         return mean_rows(x3, alive.to(x3.device), n - self.f)
 
 
+@AGGREGATORS.register()
 class CGE(FRule):
-    """Comparative gradient elimination (Gupta et al.): drop the f inputs with the largest Euclidean
-    norms (ties: the lower index is dropped first), average the n-f left. Norms accumulate in float64.
-    Requires n >= 2f+1."""
+    """Comparative gradient elimination (Gupta et al. 2021): drop the f largest-norm inputs, average.
+
+    The f inputs with the largest Euclidean norms are dropped (ties: the lower index is dropped
+    first) and the n-f left averaged. Norms accumulate in float64. Requires n >= 2f+1.
+    ``last_info["dropped"]``: ``(B, f)``.
+    """
 
     name = "cge"
 
