@@ -1,4 +1,4 @@
-"""Attacks (reference/aggregators.md, attacks section) and adversary placements.
+"""Attacks (docs/attacks.md) and adversary placements.
 
 Every formula is checked against a float64 numpy/scipy reference on fixed inputs; random attacks are
 checked for reproducibility from the seed and, statistically, for their rate and magnitude.
@@ -6,8 +6,11 @@ checked for reproducibility from the seed and, statistically, for their rate and
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
+
+import re
 
 import numpy as np
 import pytest
@@ -16,8 +19,11 @@ import torch
 
 from codedbft.attacks import (
     ALIE,
+    ATTACKS,
+    PLACEMENTS,
     Attack,
     AttackContext,
+    FixedPlacement,
     Mixed,
     RandomPlacement,
     WorstPlacement,
@@ -25,9 +31,10 @@ from codedbft.attacks import (
     available,
     by_name,
     placement_by_name,
+    register,
     step_generator,
 )
-from codedbft.attacks.base import draw_hits
+from codedbft.attacks.base import draw_hits, own_messages
 from codedbft.attacks.local import LabelFlip
 from codedbft.attacks.omniscient import population_std_mean
 
@@ -69,8 +76,45 @@ def test_available_lists_every_attack_and_message_level_drops_data_attacks():
 def test_by_name_normalises_and_rejects_unknown_names():
     assert isinstance(by_name("sign_flip", c=4.0), Attack)
     assert by_name("Sign-Flip", c=4.0).c == 4.0
-    with pytest.raises(ValueError, match="available"):
+    with pytest.raises(ValueError, match="unknown attack 'no-such-attack'; available: alie, bit-flip, .*sign-flip"):
         by_name("no-such-attack")
+
+
+def test_attacks_registry_is_the_one_list_of_names():
+    assert tuple(ATTACKS) == ATTACKS.available() == available()
+    assert "sign_flip" in ATTACKS and "no-such-attack" not in ATTACKS
+    for name in ATTACKS:
+        cls = ATTACKS.get(name)
+        assert issubclass(cls, Attack) and cls.name == name and ATTACKS.help(name)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unknown_parameter_is_a_value_error_naming_it_and_the_valid_ones(name):
+    valid = [p for p in inspect.signature(ATTACKS.get(name)).parameters]
+    listed = repr(valid) if valid else "none"
+    with pytest.raises(ValueError, match=rf"\['zz'\] for '{name}'; valid: {re.escape(listed)}$"):
+        by_name(name, zz=1)
+
+
+def test_by_name_alie_zz_names_zz_and_lists_z():
+    with pytest.raises(ValueError) as err:
+        by_name("alie", zz=1)
+    assert "'zz'" in str(err.value) and "valid: ['z']" in str(err.value)
+
+
+def test_register_refuses_non_attacks_and_duplicate_names():
+    with pytest.raises(ValueError, match="Attack subclasses"):
+        register(object)
+
+    class Again(Attack):
+        name = "sign-flip"
+
+        def _forge(self, honest, ids, ctx):
+            return honest[: len(ids)]
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Again)
+    assert ATTACKS.get("sign-flip").__name__ == "SignFlip"
 
 
 @pytest.mark.parametrize(
@@ -352,10 +396,91 @@ def test_call_validates_ids_and_shapes():
         attack(honest, (1, 3, 15), ctx)
     with pytest.raises(ValueError, match="ctx.own must have shape"):
         attack(honest, (1, 3), ctx)
-    with pytest.raises(ValueError, match="needs ctx.own"):
-        attack(honest, ids, AttackContext())
+    with pytest.raises(ValueError, match="needs ctx.own"):  # nothing to default own from
+        attack(honest[:0], ids, AttackContext())
     with pytest.raises(ValueError, match=r"shape \(h, d\)"):
         attack(honest[0], ids, ctx)
+
+
+# --- the default own messages (no ctx.own) -------------------------------------------------------
+
+
+OWN = ("bit-flip", "gambler", "label-flip", "sign-flip")  # the attacks that start from ctx.own
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_attack_runs_on_a_built_context_without_own(name, dtype):
+    g = torch.Generator().manual_seed(4)
+    honest = torch.randn(8, 20, generator=g, dtype=torch.float64).to(dtype)
+    ids = (0, 4, 9)
+    ctx = AttackContext.build(honest, ids, step=0, seed=0)
+    assert ctx.own is not None and torch.equal(ctx.own, honest.mean(0).expand(3, -1))
+    out = by_name(name)(honest, ids, ctx)
+    assert out.shape == (3, 20) and out.dtype == dtype
+    if name in OWN:  # the same as passing the repeated true gradient as own
+        ref = AttackContext.build(honest, ids, step=0, seed=0, own=honest.mean(0).repeat(3, 1))
+        assert torch.equal(out, by_name(name)(honest, ids, ref))
+
+
+def test_sign_flip_without_own_is_minus_the_true_gradient_per_row():
+    honest, ids, _ = setup(h=8, b=3, d=20)
+    out = by_name("sign-flip")(honest, ids, AttackContext.build(honest, ids, step=0, seed=0))
+    assert torch.equal(out, -honest.mean(0).expand(3, -1))
+    # a given true gradient (a scheme that sums) is the one flipped
+    total = honest.sum(0)
+    out = by_name("sign-flip", c=4.0)(honest, ids, AttackContext.build(honest, ids, true_gradient=total))
+    assert torch.equal(out, (-4.0 * total).expand(3, -1))
+    # bit-flip of every coordinate is the same negation, bit for bit; label-flip sends the gradient itself
+    ctx = AttackContext.build(honest, ids, step=0, seed=0)
+    assert torch.equal(by_name("bit-flip")(honest, ids, ctx), -honest.mean(0).expand(3, -1))
+    assert torch.equal(by_name("label-flip")(honest, ids, ctx), honest.mean(0).expand(3, -1))
+
+
+def test_given_own_is_kept_by_build():
+    honest, ids, ctx = setup()
+    assert AttackContext.build(honest, ids, own=ctx.own).own is ctx.own
+    assert torch.equal(forge("sign-flip", honest, ids, ctx), -ctx.own)
+    assert not torch.equal(ctx.own, honest.mean(0).expand(3, -1))
+
+
+def test_default_own_is_a_contiguous_copy_in_the_honest_dtype():
+    honest = torch.randn(5, 6)
+    tg = torch.randn(6, dtype=torch.float64)
+    ctx = AttackContext.build(honest, (0, 1), true_gradient=tg)
+    assert ctx.own.dtype == torch.float32 and ctx.own.is_contiguous() and ctx.own.stride() == (6, 1)
+    assert torch.equal(ctx.own, tg.float().expand(2, -1))
+    out = by_name("label-flip")(honest, (0, 1), ctx)
+    out[0, 0] = 123.0  # the rows are the caller's to write
+    assert out[1, 0] != 123.0
+    with pytest.raises(ValueError, match=r"true_gradient must have shape \(d=6,\)"):
+        AttackContext.build(honest, (0, 1), true_gradient=torch.zeros(5))
+
+
+def test_own_messages_falls_back_for_a_context_built_by_hand():
+    honest, ids, _ = setup(b=2)
+    assert torch.equal(own_messages(AttackContext(), honest, ids, "x"), honest.mean(0).expand(2, -1))
+    tg = torch.arange(64, dtype=torch.float64)
+    assert torch.equal(own_messages(AttackContext(true_gradient=tg), honest, ids, "x"), tg.expand(2, -1))
+    own = torch.ones(2, 64, dtype=torch.float64)
+    assert own_messages(AttackContext(own=own), honest, ids, "x") is own
+    # the attacks use it: a hand-built context without own
+    assert torch.equal(by_name("sign-flip")(honest, ids, AttackContext()), -honest.mean(0).expand(2, -1))
+    with pytest.raises(ValueError, match="x needs ctx.own"):
+        own_messages(AttackContext(), honest[:0], ids, "x")
+
+
+def test_mixed_without_own_uses_the_default_own_for_its_sub_attacks():
+    honest, ids, _ = setup(b=8)
+    ctx = AttackContext.build(honest, ids, step=2, seed=1)
+    mixed = Mixed(["sign-flip", "constant"])
+    choice = mixed.choose(8, AttackContext(generator=step_generator(1, 2)))
+    out = mixed(honest, ids, ctx)
+    refs = [-honest.mean(0), torch.full((64,), 100.0, dtype=torch.float64)]
+    for i, j in enumerate(choice.tolist()):
+        assert torch.equal(out[i], refs[j])
+    hand = AttackContext(generator=step_generator(1, 2))  # no own, no true gradient: the honest mean
+    assert torch.equal(mixed(honest, ids, hand), out)
 
 
 def test_step_generator_depends_only_on_seed_and_step():
@@ -407,10 +532,60 @@ def test_random_placement_reproducible_in_range_and_uniform():
 def test_placement_bad_configuration():
     with pytest.raises(ValueError, match="0 <= b <= n"):
         placement_by_name("random", n=5, b=6)
-    with pytest.raises(ValueError, match="unknown placement"):
+    with pytest.raises(ValueError, match="unknown placement 'best'; available: fixed, random, worst$"):
         placement_by_name("best", n=5, b=1)
     with pytest.raises(ValueError, match="needs code"):
-        placement_by_name("worst", n=5, b=1)
+        placement_by_name("worst", b=1)
+    with pytest.raises(ValueError, match="needs b"):
+        placement_by_name("worst", n=5)
+    with pytest.raises(ValueError, match="0 <= b <= n"):
+        placement_by_name("worst", n=5, b=6)
+    with pytest.raises(ValueError, match="needs b"):
+        placement_by_name("random", n=5)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,match",
+    [
+        ("random", {"n": 5, "b": 2, "ids": [1, 2]}, "random placement takes no ids"),
+        ("worst", {"n": 5, "b": 2, "ids": [1, 2]}, "worst placement takes no ids"),
+        ("fixed", {"n": 5, "ids": [1, 2], "redraw": True}, "fixed placement takes no redraw"),
+        ("worst", {"n": 5, "b": 2, "redraw": True}, "worst placement takes no redraw"),
+    ],
+)
+def test_placement_rejects_options_it_would_ignore(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        placement_by_name(name, **kwargs)
+
+
+def test_placement_registry_names_and_parameters():
+    assert tuple(PLACEMENTS) == ("fixed", "random", "worst")
+    assert PLACEMENTS.available() == ("fixed", "random", "worst") and "Worst" in PLACEMENTS
+    for name in PLACEMENTS:
+        assert PLACEMENTS.help(name) and PLACEMENTS.params(name) == ("n", "b", "code", "ids", "seed", "redraw")
+    p = PLACEMENTS.build("random", n=15, b=4, seed=3)
+    assert p.byzantine_ids(0) == RandomPlacement(15, 4, seed=3).byzantine_ids(0)
+    with pytest.raises(ValueError, match=r"unknown placement parameter \['foo'\] for 'random'; valid: \['n', 'b'"):
+        PLACEMENTS.build("random", n=15, b=4, foo=1)
+    with pytest.raises(ValueError, match="unknown placement 'nearest'; available: fixed, random, worst"):
+        PLACEMENTS.get("nearest")
+
+
+def test_worst_placement_without_a_code_is_the_first_b_workers():
+    p = placement_by_name("worst", n=9, b=2, code=None)
+    assert isinstance(p, FixedPlacement) and (p.n, p.b) == (9, 2)
+    assert all(p.byzantine_ids(t) == (0, 1) for t in range(4))
+    assert placement_by_name("worst", n=4, b=0).byzantine_ids(0) == ()
+
+
+def test_placement_n_must_agree_with_the_code():
+    rep = pytest.importorskip("codedbft.encoders.repetition", reason="RepetitionCode not landed yet")
+    code = rep.RepetitionCode(n=15, r=3)
+    for name, kw in [("worst", {}), ("random", {}), ("fixed", {"ids": [0]})]:
+        with pytest.raises(ValueError, match="disagrees with the code's n=15"):
+            placement_by_name(name, n=9, b=1, code=code, **kw)
+    assert placement_by_name("fixed", code=code, ids=[3, 14]).n == 15
+    assert placement_by_name("random", code=code, b=3).n == 15
 
 
 class _NoDistortion:

@@ -15,14 +15,18 @@ import numpy as np
 import pytest
 import torch
 
+from codedbft.registry import Registry
 from codedbft.training import (
+    DATASETS,
+    MODELS,
+    OPTIMIZERS,
     FlatModel,
     build_model,
     load_dataset,
     make_optimizer,
     set_deterministic,
 )
-from codedbft.training.datasets import _mnist1d_arrays
+from codedbft.training.datasets import MNIST1D_OPTIONS, _mnist1d_arrays
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +147,87 @@ def test_bad_configuration_raises():
         make_optimizer("sgd", lr=0.1, momentum=1.0)
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("lbfgs", lr=0.1)
+
+
+# ----------------------------------------------------------------------------- registries
+def test_registries_yield_their_names():
+    assert isinstance(DATASETS, Registry) and isinstance(MODELS, Registry) and isinstance(OPTIMIZERS, Registry)
+    assert tuple(DATASETS) == ("digits", "digits-linear", "mnist1d", "synthetic-regression")
+    assert tuple(MODELS) == ("cnn1d", "linear", "logreg", "mlp")
+    assert tuple(OPTIMIZERS) == ("adam", "sgd")
+    assert "digits" in DATASETS and "synthetic_regression" in DATASETS and "cifar" not in DATASETS
+    assert "mlp" in MODELS and "sgd" in OPTIMIZERS and "lbfgs" not in OPTIMIZERS
+    for reg in (DATASETS, MODELS, OPTIMIZERS):
+        assert all(reg.help(name) for name in reg)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: load_dataset("cifar"), "unknown dataset 'cifar'; available: digits, digits-linear, mnist1d, synthetic-regression"),
+        (lambda: build_model("resnet", None), "unknown model 'resnet'; available: cnn1d, linear, logreg, mlp"),
+        (lambda: make_optimizer("lbfgs", lr=0.1), "unknown optimizer 'lbfgs'; available: adam, sgd"),
+    ],
+)
+def test_unknown_names_list_the_available_ones(build, message):
+    with pytest.raises(ValueError) as err:
+        build()
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("digits", ["test_fraction"]),
+        ("digits-linear", ["test_fraction", "target"]),
+        ("synthetic-regression", ["n_train", "n_test", "p", "noise"]),
+        ("mnist1d", ["generator_seed", "num_samples", *MNIST1D_OPTIONS]),
+    ],
+)
+def test_unknown_dataset_option_names_the_key_and_lists_the_valid_ones(name, valid, monkeypatch):
+    import codedbft.training.datasets as datasets
+
+    # the check comes first: nothing is loaded or generated for a misconfigured dataset
+    monkeypatch.setattr(datasets, "_digits_arrays", lambda: pytest.fail("loaded data"))
+    monkeypatch.setattr(datasets, "_mnist1d_arrays", lambda key: pytest.fail("generated data"))
+    with pytest.raises(ValueError) as err:
+        load_dataset(name, foo=1)
+    assert str(err.value) == f"unknown dataset parameter ['foo'] for {name!r}; valid: {valid}"
+
+
+def test_mnist1d_options_are_the_generators_own():
+    from mnist1d.data import get_dataset_args
+
+    assert set(MNIST1D_OPTIONS) == set(get_dataset_args(as_dict=True)) - {"url", "seed", "num_samples"}
+    with pytest.raises(ValueError, match=r"\['url'\] for 'mnist1d'"):
+        load_dataset("mnist1d", url="http://example.invalid")  # the downloader's option is never taken
+
+
+@pytest.mark.parametrize(
+    "name, valid", [("logreg", "none"), ("mlp", "['hidden']"), ("cnn1d", "['channels', 'kernel_size']"), ("linear", "['bias']")]
+)
+def test_unknown_model_option_names_the_key_and_lists_the_valid_ones(digits, name, valid):
+    with pytest.raises(ValueError) as err:
+        build_model(name, digits, foo=1)
+    assert str(err.value) == f"unknown model parameter ['foo'] for {name!r}; valid: {valid}"
+
+
+@pytest.mark.parametrize(
+    "name, valid", [("sgd", ["momentum", "weight_decay"]), ("adam", ["momentum", "weight_decay", "betas", "eps"])]
+)
+def test_unknown_optimizer_option_names_the_key_and_lists_the_valid_ones(name, valid):
+    with pytest.raises(ValueError) as err:
+        make_optimizer(name, lr=0.1, foo=1, bar=2)
+    assert str(err.value) == f"unknown optimizer parameters ['bar', 'foo'] for {name!r}; valid: {valid}"
+
+
+def test_adam_momentum_is_beta1_and_options_reach_the_optimizer():
+    opt = make_optimizer("adam", lr=0.1, momentum=0.8, betas=(0.5, 0.99), eps=1e-6)
+    assert (opt.beta1, opt.beta2, opt.eps) == (0.8, 0.99, 1e-6)
+    opt = make_optimizer("adam", lr=0.1, betas=(0.5, 0.99))
+    assert (opt.beta1, opt.beta2, opt.eps) == (0.5, 0.99, 1e-8)
+    sgd = make_optimizer("SGD", lr=0.1, momentum=0.5, weight_decay=0.1)
+    assert (sgd.name, sgd.momentum, sgd.weight_decay) == ("sgd", 0.5, 0.1)
 
 
 # ----------------------------------------------------------------------------- models

@@ -1,6 +1,6 @@
 """What Byzantine workers send, and where they sit.
 
-Every attack of ``reference/aggregators.md`` behind one call, ``attack(honest, byzantine_ids, ctx)``
+Every attack of ``docs/attacks.md`` behind one call, ``attack(honest, byzantine_ids, ctx)``
 returning the (b, d) forged messages (dtype and device of ``honest``), built by name::
 
     from codedbft.attacks import AttackContext, by_name, placement_by_name
@@ -8,16 +8,21 @@ returning the (b, d) forged messages (dtype and device of ``honest``), built by 
     ids = placement_by_name("random", n=15, b=3, seed=0).byzantine_ids(step)
     forged = attack(honest, ids, AttackContext.build(honest, ids, step=step, seed=0, own=own))
 
+``own`` (the Byzantine workers' own honest messages) may be left out: it then defaults to the true
+gradient repeated once per Byzantine worker. Names come from two registries, :data:`ATTACKS` and
+:data:`PLACEMENTS` (:class:`codedbft.registry.Registry`); iterating either yields its names.
+
 Torch only (no Ray): attacks are pure objects usable without a cluster.
 """
 
 from __future__ import annotations
 
-from codedbft.attacks.base import Attack, AttackContext, available, by_name, register, step_generator
+from codedbft.attacks.base import ATTACKS, Attack, AttackContext, available, by_name, register, step_generator
 from codedbft.attacks.local import BitFlip, Constant, Gambler, Gaussian, LabelFlip, SignFlip
 from codedbft.attacks.mixed import Mixed
 from codedbft.attacks.omniscient import ALIE, IPM, Collude, Omniscient, alie_z
 from codedbft.attacks.placement import (
+    PLACEMENTS,
     FixedPlacement,
     Placement,
     RandomPlacement,
@@ -26,6 +31,7 @@ from codedbft.attacks.placement import (
 )
 
 __all__ = [
+    "ATTACKS",
     "ALIE",
     "IPM",
     "Attack",
@@ -39,6 +45,7 @@ __all__ = [
     "LabelFlip",
     "Mixed",
     "Omniscient",
+    "PLACEMENTS",
     "Placement",
     "RandomPlacement",
     "SignFlip",

@@ -1,9 +1,22 @@
 """The attack contract: what a Byzantine worker sees (:class:`AttackContext`) and sends (:class:`Attack`).
 
-Definitions follow ``reference/aggregators.md`` (attacks section). Conventions: ``n = h + b`` workers,
-``h`` honest and ``b`` Byzantine (``f = b`` in the papers' formulas); standard deviations are population
-ones (ddof = 0); every random draw comes from ``ctx.generator`` so an attack is reproducible from the
-generator's seed.
+Every attack is defined in ``docs/attacks.md`` (formula, parameters, what it reads from the context,
+source paper). Conventions: ``n = h + b`` workers, ``h`` honest and ``b`` Byzantine (``f = b`` in the
+papers' formulas); standard deviations are population ones (ddof = 0); every random draw comes from
+``ctx.generator`` so an attack is reproducible from the generator's seed.
+
+Attacks are built by name from :data:`ATTACKS`, the project's one :class:`~codedbft.registry.Registry`
+of attacks: a file in this package whose class is decorated ``@ATTACKS.register()`` (or
+:func:`register`) is found without touching any list, and :func:`by_name` rejects an unknown parameter
+with the list of valid ones, before any step runs.
+
+Own messages. sign-flip, bit-flip, gambler and label-flip start from the Byzantine workers' own honest
+messages ``ctx.own``. The runtime always passes them (each Byzantine worker computes its honest
+gradient first). A context built without them (by hand, or :meth:`AttackContext.build` without
+``own=``) uses the documented default: the true gradient ``ctx.true_gradient`` (the honest mean when
+the context has none) repeated once per Byzantine worker, as ByzFL's sign-flip does. A Byzantine
+worker's own gradient is an unbiased estimate of that true gradient, so the default is the attack on
+the gradient the worker would have sent on average.
 """
 
 from __future__ import annotations
@@ -16,6 +29,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
+
+from codedbft.registry import Registry
 
 
 def step_generator(seed: int, step: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -42,7 +57,8 @@ class AttackContext:
             messages unless the scheme says sum. Omniscient attacks use it; None means "the mean of
             ``honest``" for the attacks that need it.
         own: (b, d) the Byzantine workers' own honest messages, row i for ``byzantine_ids[i]`` (what
-            sign-flip, bit-flip, gambler and label-flip start from).
+            sign-flip, bit-flip, gambler and label-flip start from). None means the default of
+            :func:`default_own`: the true gradient repeated once per Byzantine worker.
         assignment: the code's assignment (tuple of n tuples of partition ids), or None.
         n: total number of workers; None means ``h + b``.
         generator: the seeded source of every random draw (see :func:`step_generator`).
@@ -72,10 +88,17 @@ class AttackContext:
         n: int | None = None,
         true_gradient: torch.Tensor | None = None,
     ) -> AttackContext:
-        """A context with the defaults filled in: the mean of ``honest`` as the true gradient,
-        ``n = h + b``, and the generator :func:`step_generator(seed, step) <step_generator>`."""
+        """A context with the defaults filled in.
+
+        The true gradient defaults to the mean of ``honest``; ``own`` to that true gradient repeated
+        once per Byzantine worker (:func:`default_own`; left None only when there is neither a true
+        gradient nor an honest message to take it from); ``n`` to ``h + b``; the generator is
+        :func:`step_generator(seed, step) <step_generator>`. A given ``own`` is kept as is.
+        """
         if true_gradient is None and honest.shape[0] > 0:
             true_gradient = honest.mean(dim=0)
+        if own is None and true_gradient is not None:
+            own = default_own(true_gradient, honest, len(byzantine_ids))
         return cls(
             step=step,
             true_gradient=true_gradient,
@@ -139,11 +162,36 @@ class Attack(ABC):
 # --- shared helpers -------------------------------------------------------------------------------
 
 
-def own_messages(ctx: AttackContext, attack: str) -> torch.Tensor:
-    """``ctx.own``, or a ValueError naming the attack that needs it."""
-    if ctx.own is None:
-        raise ValueError(f"{attack} needs ctx.own, the Byzantine workers' own honest messages (b, d)")
-    return ctx.own
+def default_own(true_gradient: torch.Tensor, honest: torch.Tensor, b: int) -> torch.Tensor:
+    """The default own messages: ``true_gradient`` repeated once per Byzantine worker, (b, d).
+
+    In ``honest``'s dtype and device (the dtype honest messages have, so bit-flip flips the same
+    bits), and a contiguous copy rather than a stride-0 view, so an attack that sends ``own``
+    unchanged (label-flip) returns rows a caller may write into.
+    """
+    d = honest.shape[1]
+    if tuple(true_gradient.shape) != (d,):
+        raise ValueError(f"ctx.true_gradient must have shape (d={d},), got {tuple(true_gradient.shape)}")
+    return true_gradient.to(dtype=honest.dtype, device=honest.device).unsqueeze(0).repeat(b, 1)
+
+
+def own_messages(ctx: AttackContext, honest: torch.Tensor, ids: Sequence[int], attack: str) -> torch.Tensor:
+    """The (b, d) own messages the attack starts from: ``ctx.own`` when given, else the default.
+
+    The default (:func:`default_own`) is ``ctx.true_gradient``, or the mean of ``honest`` when the
+    context has none (a context built by hand), repeated once per Byzantine worker in ``ids``.
+    ValueError naming the attack when there is nothing to take it from (no own, no true gradient,
+    no honest message).
+    """
+    if ctx.own is not None:
+        return ctx.own
+    g = ctx.true_gradient
+    if g is None:
+        if honest.shape[0] == 0:
+            raise ValueError(f"{attack} needs ctx.own (the Byzantine workers' own honest messages, (b, d)), "
+                             "ctx.true_gradient or h >= 1 honest messages to default it from")
+        g = honest.mean(dim=0)
+    return default_own(g, honest, len(ids))
 
 
 def honest_mean(honest: torch.Tensor, attack: str) -> torch.Tensor:
@@ -197,33 +245,36 @@ def draw_normal(shape: tuple[int, ...], ctx: AttackContext, like: torch.Tensor) 
 
 # --- registry -------------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, type[Attack]] = {}
+#: Every attack, by name. The package's modules are imported on the first lookup, so an attack
+#: defined in a new file of ``codedbft.attacks`` registers itself; this module imports none of them
+#: (they import it), which keeps the registry free of import cycles.
+ATTACKS: Registry[type[Attack]] = Registry("attack", package="codedbft.attacks")
 A = TypeVar("A", bound=type[Attack])
 
 
 def register(cls: A) -> A:
-    """Class decorator: make ``cls`` available as ``by_name(cls.name)``."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"attack name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: make the :class:`Attack` subclass ``cls`` available as ``by_name(cls.name)``.
 
-
-def _canonical(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
+    The same as ``@ATTACKS.register()``; the parameters :func:`by_name` accepts are read from the
+    signature of ``cls``. Registering a name twice raises ValueError.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Attack)):
+        raise ValueError(f"only Attack subclasses can be registered as attacks, got {cls!r}")
+    return ATTACKS.register(obj=cls)
 
 
 def available(*, message_level: bool = False) -> tuple[str, ...]:
     """Names of the registered attacks, sorted; ``message_level=True`` leaves out data attacks."""
-    return tuple(sorted(k for k, c in _REGISTRY.items() if not (message_level and c.data_level)))
+    return tuple(k for k in ATTACKS.available() if not (message_level and ATTACKS.get(k).data_level))
 
 
 def by_name(name: str, **params: Any) -> Attack:
-    """Build an attack from its name (``"sign-flip"`` or ``"sign_flip"``) and keyword parameters."""
-    key = _canonical(name)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown attack {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[key](**params)
+    """Build an attack from its name (``"sign-flip"`` or ``"sign_flip"``) and keyword parameters.
+
+    ValueError for an unknown name (listing the available ones) or an unknown parameter (naming it
+    and listing the attack's valid ones), before the attack is built.
+    """
+    return ATTACKS.build(name, **params)
 
 
 def check_finite(value: float, what: str) -> float:

@@ -2,7 +2,13 @@
 
 gaussian (Blanchard et al. 2017), sign-flip and bit-flip (survey, attacks section), constant (ByGARS),
 gambler (survey, after Damaskinos et al.) and label-flip (ByGARS data poisoning), as defined in
-``reference/aggregators.md``.
+``docs/attacks.md``.
+
+sign-flip, bit-flip, gambler and label-flip start from the worker's own honest message ``ctx.own``;
+without it (a context built by hand) they start from the documented default, the true gradient
+repeated once per Byzantine worker (:func:`~codedbft.attacks.base.own_messages`). The honest
+messages are then read only to form that default, which a real local adversary approximates by its
+own gradient.
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ import torch
 
 from codedbft._arrays import is_torch
 from codedbft.attacks.base import (
+    ATTACKS,
     Attack,
     AttackContext,
     check_finite,
     draw_hits,
     draw_normal,
     own_messages,
-    register,
 )
 
 
@@ -31,7 +37,7 @@ def _check_probability(p: float, what: str) -> float:
     return p
 
 
-@register
+@ATTACKS.register()
 class Gaussian(Attack):
     """Each Byzantine worker sends an independent draw of N(0, σ² I), σ default 200 (Blanchard et al.)."""
 
@@ -46,9 +52,14 @@ class Gaussian(Attack):
         return draw_normal((len(ids), honest.shape[1]), ctx, honest).mul_(self.sigma)
 
 
-@register
+@ATTACKS.register()
 class SignFlip(Attack):
-    """−c · (own honest gradient), c default 1 (4 and 10 also appear in the papers)."""
+    """−c · (own honest gradient), c default 1 (4 and 10 also appear in the papers).
+
+    Without ``ctx.own`` the own gradient defaults to the true gradient
+    (:func:`~codedbft.attacks.base.own_messages`), so every row is −c · ``ctx.true_gradient``
+    (ByzFL's sign-flipping attack for c = 1).
+    """
 
     name = "sign-flip"
 
@@ -56,7 +67,7 @@ class SignFlip(Attack):
         self.c = check_finite(c, "c")
 
     def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
-        return own_messages(ctx, self.name) * (-self.c)
+        return own_messages(ctx, honest, ids, self.name) * (-self.c)
 
 
 # The sign bit is the top bit of the integer type of the same width; XOR with the type's minimum
@@ -69,7 +80,7 @@ _SIGN_BIT: dict[torch.dtype, tuple[torch.dtype, int]] = {
 }
 
 
-@register
+@ATTACKS.register()
 class BitFlip(Attack):
     """The own honest gradient with the IEEE-754 sign bit of a random subset of coordinates flipped.
 
@@ -84,7 +95,7 @@ class BitFlip(Attack):
         self.fraction = _check_probability(fraction, "fraction")
 
     def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
-        own = own_messages(ctx, self.name)
+        own = own_messages(ctx, honest, ids, self.name)
         if own.dtype not in _SIGN_BIT:
             raise ValueError(f"bit-flip needs float16/bfloat16/float32/float64 messages, got {own.dtype}")
         int_dtype, sign = _SIGN_BIT[own.dtype]
@@ -99,7 +110,7 @@ class BitFlip(Attack):
         return flat.view(own.dtype).view(own.shape)
 
 
-@register
+@ATTACKS.register()
 class Constant(Attack):
     """The constant vector c · 1 (ByGARS); c default 100 (a project choice: the sources fix no value)."""
 
@@ -112,10 +123,13 @@ class Constant(Attack):
         return torch.full((len(ids), honest.shape[1]), self.c, dtype=honest.dtype, device=honest.device)
 
 
-@register
+@ATTACKS.register()
 class Gambler(Attack):
-    """The own honest gradient, each coordinate replaced with probability p (default 0.001) by a huge
-    value (default 1e6) (survey, after Damaskinos et al.). In float16 the default magnitude is Inf."""
+    """The own honest gradient with rare coordinates replaced by a huge value (survey, after Damaskinos et al.).
+
+    Each coordinate of each Byzantine row is replaced independently with probability ``p`` (default
+    0.001) by ``magnitude`` (default 1e6). In float16 the default magnitude is Inf.
+    """
 
     name = "gambler"
 
@@ -124,20 +138,21 @@ class Gambler(Attack):
         self.magnitude = check_finite(magnitude, "magnitude")
 
     def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
-        own = own_messages(ctx, self.name)
+        own = own_messages(ctx, honest, ids, self.name)
         out = own.clone(memory_format=torch.contiguous_format)
         out.view(-1)[draw_hits(out.numel(), self.p, ctx, out)] = self.magnitude
         return out
 
 
-@register
+@ATTACKS.register()
 class LabelFlip(Attack):
     """Data poisoning (ByGARS): the worker trains on labels mapped y -> C − 1 − y.
 
     The poisoned gradient comes from the worker's own computation: the worker calls
     :meth:`flip_labels` on its batch labels before the forward pass, and ``ctx.own`` then already
     holds that poisoned gradient. At the message level the attack therefore sends ``ctx.own``
-    unchanged. :class:`~codedbft.attacks.mixed.Mixed` never draws it (``data_level``).
+    unchanged (without it, the default own messages: the unpoisoned true gradient, i.e. no attack).
+    :class:`~codedbft.attacks.mixed.Mixed` never draws it (``data_level``).
     """
 
     name = "label-flip"
@@ -156,4 +171,4 @@ class LabelFlip(Attack):
         return (num_classes - 1) - y
 
     def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
-        return own_messages(ctx, self.name)
+        return own_messages(ctx, honest, ids, self.name)

@@ -7,10 +7,14 @@ from dataclasses import replace
 
 import torch
 
-from codedbft.attacks.base import Attack, AttackContext, available, by_name, register
+from codedbft.attacks.base import ATTACKS, Attack, AttackContext, by_name
+
+#: the default pool: the built-in message-level attacks. Fixed here, not read from the registry, so
+#: an attack a user registers later does not change what ``mixed`` draws (runs stay reproducible).
+DEFAULT_POOL = ("alie", "bit-flip", "collude", "constant", "gambler", "gaussian", "ipm", "omniscient", "sign-flip")
 
 
-@register
+@ATTACKS.register()
 class Mixed(Attack):
     """Each Byzantine worker sends the message of an attack drawn uniformly from ``attacks``.
 
@@ -20,18 +24,19 @@ class Mixed(Attack):
     across steps. Only message-level attacks can be drawn: a data attack (label-flip) acts on the
     worker's computation, not on its message. The sub-attacks see the full context, so ALIE still uses
     f = n − h for the whole Byzantine set, and every listed attack's constraint is checked at each
-    call (e.g. ALIE's f <= n // 2), whichever attacks are drawn.
+    call (e.g. ALIE's f <= n // 2), whichever attacks are drawn. Without ``ctx.own`` each sub-attack
+    falls back to the default own messages (the true gradient per row) itself.
 
     Args:
-        attacks: names or :class:`Attack` instances; default every registered message-level attack
-            with its default parameters (except ``mixed`` itself).
+        attacks: names or :class:`Attack` instances; default :data:`DEFAULT_POOL`, the built-in
+            message-level attacks with their default parameters.
     """
 
     name = "mixed"
 
     def __init__(self, attacks: Sequence[str | Attack] | None = None) -> None:
         if attacks is None:
-            attacks = [a for a in available(message_level=True) if a != self.name]
+            attacks = DEFAULT_POOL
         built = tuple(a if isinstance(a, Attack) else by_name(a) for a in attacks)
         if not built:
             raise ValueError("mixed needs at least one attack to draw from")

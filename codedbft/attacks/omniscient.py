@@ -2,7 +2,7 @@
 
 alie (Baruch et al. 2019, "A little is enough"), ipm (Xie et al. 2019, inner product manipulation),
 omniscient (Blanchard et al. 2017) and collude (the coding papers' identical-wrong-vector adversary),
-as defined in ``reference/aggregators.md``. Every Byzantine row is the same vector, returned as a
+as defined in ``docs/attacks.md``. Every Byzantine row is the same vector, returned as a
 contiguous (b, d) tensor (not a stride-0 view) so that callers may write into it.
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 import torch
 
 from codedbft.attacks.base import (
+    ATTACKS,
     Attack,
     AttackContext,
     check_finite,
     draw_normal,
     honest_mean,
-    register,
 )
 
 
@@ -56,7 +56,7 @@ def alie_z(n: int, f: int) -> float:
     return float(torch.special.ndtri(torch.tensor((n - m) / n, dtype=torch.float64)))
 
 
-@register
+@ATTACKS.register()
 class ALIE(Attack):
     """"A little is enough" (Baruch et al. 2019): every Byzantine worker sends μ − z·σ per coordinate.
 
@@ -84,10 +84,13 @@ class ALIE(Attack):
         return _rows(mu.sub_(sigma, alpha=z), len(ids))
 
 
-@register
+@ATTACKS.register()
 class IPM(Attack):
-    """Inner product manipulation (Xie et al. 2019): −ε · mean of the honest messages, ε default 0.1
-    (large ε such as 100 also appears in the paper)."""
+    """Inner product manipulation (Xie et al. 2019): −ε · mean of the honest messages.
+
+    ε default 0.1 (large ε such as 100 also appears in the paper). Always the mean of ``honest``,
+    never ``ctx.true_gradient``: the attack is defined on the messages the Byzantine workers see.
+    """
 
     name = "ipm"
 
@@ -102,7 +105,7 @@ class IPM(Attack):
         return _rows(honest.mean(dim=0).mul_(-self.epsilon), len(ids))
 
 
-@register
+@ATTACKS.register()
 class Omniscient(Attack):
     """−c · true gradient (Blanchard et al. 2017), c default 1.
 
@@ -124,7 +127,7 @@ class Omniscient(Attack):
         return _rows(g.to(dtype=honest.dtype, device=honest.device) * (-self.c), len(ids))
 
 
-@register
+@ATTACKS.register()
 class Collude(Attack):
     """All Byzantine workers send the same wrong vector (defeats codes that only count disagreements).
 

@@ -9,6 +9,10 @@
     G = fm.partition_gradients(w, X, y)          # (k, d); row j's bytes depend on partition j only
     opt = make_optimizer("sgd", lr=0.1)
     w = opt.step(w, G.mean(0))
+
+Datasets, models and optimizers are looked up by name in :data:`DATASETS`, :data:`MODELS` and
+:data:`OPTIMIZERS` (:class:`codedbft.registry.Registry`; iterating one yields its names); an unknown
+name or option key raises ValueError listing the valid ones. ``docs/training.md`` lists them all.
 """
 
 from codedbft.training.datasets import DATASETS, Dataset, load_dataset, step_generator

@@ -15,6 +15,10 @@ Every model carries ``codedbft_task`` (``"classification"`` | ``"regression"``) 
 ``codedbft_scalar_output`` (True when a regression target is a scalar, so the (b, 1) output is
 squeezed to (b,)), which :class:`~codedbft.training.flat.FlatModel` reads to pick its loss.
 No model has buffers (no batch norm), so the flat parameter vector is the whole model state.
+
+Names are looked up in :data:`MODELS`, a :class:`~codedbft.registry.Registry` of builders (each
+``builder(in_features, out, **options)``): an unknown name or option key raises ValueError listing
+the valid ones. ``docs/training.md`` lists every model and option.
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from codedbft.registry import Registry
 from codedbft.training.datasets import Dataset
 
 __all__ = ["build_model", "MODELS"]
 
-MODELS = ("logreg", "mlp", "cnn1d", "linear")
+#: The models by name; each entry builds the bare ``nn.Sequential`` from ``(in_features, out, **options)``.
+MODELS: Registry[Any] = Registry("model")
+
+#: What :func:`build_model` supplies itself, so not an option a user can give.
+_SIZES = ("in_features", "out")
 
 
 class _Squeeze(nn.Module):
@@ -54,23 +63,16 @@ def build_model(name: str, ds: Dataset, seed: int = 0, **opts: Any) -> nn.Module
     the caller's global RNG stream is left untouched.
 
     Options: ``mlp``: ``hidden`` (sequence of ints, default ``(64,)``); ``cnn1d``: ``channels``
-    (default 16), ``kernel_size`` (default 5); ``linear``: ``bias`` (default False).
+    (default 16), ``kernel_size`` (default 5); ``linear``: ``bias`` (default False); ``logreg``: none.
+    An unknown ``name`` or option key raises ValueError listing the valid ones.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
+    MODELS.check_params(name, opts, fixed=_SIZES)
+    builder = MODELS.get(name)
     in_features = int(math.prod(ds.input_shape))
     out = ds.output_dim
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if name == "logreg":
-            _no_opts(name, opts)
-            model = nn.Sequential(nn.Flatten(), nn.Linear(in_features, out))
-        elif name == "mlp":
-            model = _mlp(in_features, out, **opts)
-        elif name == "cnn1d":
-            model = _cnn1d(in_features, out, **opts)
-        else:
-            model = _linear(in_features, out, **opts)
+        model = builder(in_features, out, **opts)
     scalar = ds.task == "regression" and ds.y_train.dim() == 1
     if scalar:
         model.append(_Squeeze())
@@ -79,12 +81,15 @@ def build_model(name: str, ds: Dataset, seed: int = 0, **opts: Any) -> nn.Module
     return model
 
 
-def _no_opts(name: str, opts: dict[str, Any]) -> None:
-    if opts:
-        raise ValueError(f"model {name!r} takes no options, got {sorted(opts)}")
+@MODELS.register("logreg")
+def _logreg(in_features: int, out: int) -> nn.Sequential:
+    """Multinomial logistic regression: Linear(D, C) on flattened inputs (no options)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, out))
 
 
+@MODELS.register("mlp")
 def _mlp(in_features: int, out: int, hidden: Sequence[int] = (64,)) -> nn.Sequential:
+    """Linear -> ReLU per hidden size, then Linear(., C) (hidden, default (64,))."""
     hidden = tuple(int(h) for h in hidden)
     if any(h < 1 for h in hidden):
         raise ValueError(f"hidden sizes must be >= 1, got {hidden}")
@@ -97,7 +102,9 @@ def _mlp(in_features: int, out: int, hidden: Sequence[int] = (64,)) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
+@MODELS.register("cnn1d")
 def _cnn1d(in_features: int, out: int, channels: int = 16, kernel_size: int = 5) -> nn.Sequential:
+    """Two strided Conv1d + ReLU layers on a one-channel signal, then Linear (channels, kernel_size)."""
     if channels < 1 or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"channels >= 1 and odd kernel_size >= 1 required, got {channels}, {kernel_size}")
     pad = kernel_size // 2
@@ -115,5 +122,7 @@ def _cnn1d(in_features: int, out: int, channels: int = 16, kernel_size: int = 5)
     )
 
 
+@MODELS.register("linear")
 def _linear(in_features: int, out: int, bias: bool = False) -> nn.Sequential:
+    """Least squares Linear(D, outputs), no bias by default so the gradient is linear in the data (bias)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(in_features, out, bias=bool(bias)))

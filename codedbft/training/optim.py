@@ -17,6 +17,10 @@ Adam (Kingma & Ba 2015)::
 Arithmetic runs in ``w``'s dtype (the gradient is cast to it), elementwise only, so a step is a
 deterministic function of ``(state, w, g)``: the same on every process. ``step`` never modifies
 ``w`` or ``g`` in place and returns a new tensor.
+
+Names are looked up in :data:`OPTIMIZERS`, a :class:`~codedbft.registry.Registry` of factories
+``factory(lr, momentum=0, weight_decay=0, **options)``: an unknown name or option key raises
+ValueError listing the valid ones. ``docs/training.md`` lists every optimizer and option.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from typing import Any
 
 import torch
 
+from codedbft.registry import Registry
+
 __all__ = ["Optimizer", "SGD", "Adam", "make_optimizer", "OPTIMIZERS"]
 
-OPTIMIZERS = ("sgd", "adam")
+#: The optimizers by name; each entry is a factory ``factory(lr, momentum, weight_decay, **options)``.
+OPTIMIZERS: Registry[Any] = Registry("optimizer")
 
 
 class Optimizer:
@@ -146,20 +153,35 @@ class Adam(Optimizer):
         return w.addcdiv(self.m, denom, value=-(self.lr / bc1))
 
 
+@OPTIMIZERS.register("sgd")
+def _sgd(lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> SGD:
+    """SGD with optional heavy-ball momentum and L2 weight decay (torch.optim.SGD rule)."""
+    return SGD(lr, momentum=momentum, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> Adam:
+    """Adam with bias correction and coupled L2 weight decay (betas, eps; momentum, if non-zero, is beta1)."""
+    b1, b2 = tuple(betas)
+    if momentum:
+        # The one momentum knob of the CLI and RunConfig means beta1 for Adam.
+        b1 = momentum
+    return Adam(lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay)
+
+
 def make_optimizer(
     name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, **opts: Any
 ) -> Optimizer:
-    """Build ``"sgd"`` or ``"adam"``. For Adam, ``momentum`` (if non-zero) is beta1; ``opts``: ``betas``, ``eps``."""
-    if name == "sgd":
-        if opts:
-            raise ValueError(f"sgd takes no options besides lr, momentum, weight_decay; got {sorted(opts)}")
-        return SGD(lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        betas = tuple(opts.pop("betas", (0.9, 0.999)))
-        if momentum:
-            betas = (momentum, betas[1])
-        eps = opts.pop("eps", 1e-8)
-        if opts:
-            raise ValueError(f"adam options are betas, eps; got {sorted(opts)}")
-        return Adam(lr, betas=betas, eps=eps, weight_decay=weight_decay)  # type: ignore[arg-type]
-    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    """Build optimizer ``name`` (one of :data:`OPTIMIZERS`: ``"sgd"`` or ``"adam"``).
+
+    For Adam, ``momentum`` (if non-zero) is beta1; ``opts``: ``betas``, ``eps``; SGD has no other
+    option. An unknown ``name`` or option key raises ValueError listing the valid ones.
+    """
+    OPTIMIZERS.check_params(name, opts, fixed=("lr",))
+    return OPTIMIZERS.get(name)(lr, momentum=momentum, weight_decay=weight_decay, **opts)
