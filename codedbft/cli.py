@@ -31,58 +31,115 @@ def _ids(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated worker ids, got {text!r}") from None
 
 
-def _train_parser(sub: Any) -> argparse.ArgumentParser:
-    from codedbft.schemes import available_schemes
+class _Formatter(argparse.HelpFormatter):
+    """Keeps the explicit line breaks of a help text (one registered name per line) and never
+    breaks a line inside a hyphenated name."""
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        out: list[str] = []
+        for line in text.splitlines():
+            indent = " " * (len(line) - len(line.lstrip()))
+            hang = indent + "  " if indent else ""  # a name's description hangs under its name
+            out += textwrap.wrap(line, width, break_on_hyphens=False, subsequent_indent=hang) or [""]
+        return out
+
+
+def _registries() -> dict[str, Any]:
+    """The registries the flags' choices and help come from (no name list is written here)."""
+    from codedbft.aggregators.registry import AGGREGATORS
+    from codedbft.attacks.base import ATTACKS
+    from codedbft.attacks.placement import PLACEMENTS
+    from codedbft.cluster.backend import BACKENDS
+    from codedbft.schemes.registry import SCHEMES
+    from codedbft.training.datasets import DATASETS
+    from codedbft.training.models import MODELS
+    from codedbft.training.optim import OPTIMIZERS
+
+    return dict(scheme=SCHEMES, aggregator=AGGREGATORS, attack=ATTACKS, placement=PLACEMENTS, dataset=DATASETS,
+                model=MODELS, optimizer=OPTIMIZERS, backend=BACKENDS)
+
+
+def _name_flag(group: Any, flag: str, registry: Any, text: str, extra: tuple[str, ...] = ()) -> None:
+    """A flag whose value is a registered name: choices and per-name help read from ``registry``."""
+    from codedbft.registry import canonical, choices_help
+
+    group.add_argument(flag, type=canonical, choices=(*registry.available(), *extra), default=argparse.SUPPRESS,
+                       metavar=flag.lstrip("-").upper(),
+                       help=(choices_help(registry, text) + (f"\n  {', '.join(extra)}" if extra else "")).replace("%", "%%"))
+
+
+def _train_parser(sub: Any) -> argparse.ArgumentParser:
+    reg = _registries()
     p = sub.add_parser("train", help="train with a Byzantine-resilient scheme",
-                       description="Train a model with coded Byzantine-resilient SGD (DRACO, DETOX, ...).")
+                       description="Train a model with coded Byzantine-resilient SGD (DRACO, DETOX, ...).",
+                       formatter_class=_Formatter)
     S = argparse.SUPPRESS  # unset flags stay out of the namespace so the config file is not overridden
+    kv = dict(type=_kv, action="append", default=S, metavar="KEY=VALUE")
     p.add_argument("--config", help="YAML/JSON file with the same keys as the flags")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     g = p.add_argument_group("scheme")
-    g.add_argument("--scheme", choices=available_schemes(), default=S)
-    g.add_argument("--aggregator", default=S, help="robust rule (vanilla: over the n messages; detox: outer)")
-    g.add_argument("--aggregator-param", dest="aggregator_params", type=_kv, action="append", default=S,
-                   metavar="KEY=VALUE")
-    g.add_argument("--workers", "-n", type=int, default=S)
+    _name_flag(g, "--scheme", reg["scheme"], "the Byzantine-resilient method")
+    _name_flag(g, "--aggregator", reg["aggregator"], "robust rule (vanilla: over the n messages; detox: outer; "
+               "byzshield: over the files)")
+    g.add_argument("--aggregator-param", dest="aggregator_params", **kv,
+                   help="a parameter of the rule (repeatable); unknown keys are an error listing the valid ones")
+    g.add_argument("--workers", "-n", type=int, default=S, help="number of workers n")
     g.add_argument("--byzantine", "-b", type=int, default=S, help="Byzantine workers placed in the run")
     g.add_argument("--tolerate", "-s", type=int, default=S, help="s the code is built for (default: --byzantine)")
-    g.add_argument("--group-size", type=int, default=S, help="DETOX group size r")
-    g.add_argument("--bucket", type=int, default=S, help="DETOX bucket size")
-    g.add_argument("--scheme-param", dest="scheme_params", type=_kv, action="append", default=S, metavar="KEY=VALUE")
+    g.add_argument("--group-size", type=int, default=S, help="DETOX group size r / ByzShield replication r")
+    g.add_argument("--bucket", type=int, default=S, help="DETOX bucket size (groups per bucket mean)")
+    g.add_argument("--scheme-param", dest="scheme_params", **kv,
+                   help="a scheme parameter (repeatable), e.g. q=0.2 for rrr-randomized")
     g = p.add_argument_group("adversary")
-    g.add_argument("--attack", default=S, help="attack name, or 'none'")
-    g.add_argument("--attack-param", dest="attack_params", type=_kv, action="append", default=S, metavar="KEY=VALUE")
-    g.add_argument("--placement", choices=("random", "worst", "fixed"), default=S)
-    g.add_argument("--placement-ids", type=_ids, default=S, metavar="I,J,...")
+    _name_flag(g, "--attack", reg["attack"], "what the Byzantine workers send", extra=("none",))
+    g.add_argument("--attack-param", dest="attack_params", **kv, help="a parameter of the attack (repeatable)")
+    _name_flag(g, "--placement", reg["placement"], "which workers are Byzantine")
+    g.add_argument("--placement-ids", type=_ids, default=S, metavar="I,J,...", help="worker ids for --placement fixed")
     g.add_argument("--redraw", action="store_true", default=S, help="redraw the random placement every step")
     g = p.add_argument_group("training")
-    g.add_argument("--dataset", default=S)
-    g.add_argument("--dataset-param", dest="dataset_params", type=_kv, action="append", default=S, metavar="KEY=VALUE")
-    g.add_argument("--model", default=S)
-    g.add_argument("--model-param", dest="model_params", type=_kv, action="append", default=S, metavar="KEY=VALUE")
-    g.add_argument("--steps", type=int, default=S)
+    _name_flag(g, "--dataset", reg["dataset"], "training data")
+    g.add_argument("--dataset-param", dest="dataset_params", **kv, help="a dataset option (repeatable)")
+    _name_flag(g, "--model", reg["model"], "the model")
+    g.add_argument("--model-param", dest="model_params", **kv, help="a model option (repeatable)")
+    g.add_argument("--steps", type=int, default=S, help="training steps")
     g.add_argument("--batch-size", type=int, default=S, help="global batch (k partitions of batch_size // k)")
-    g.add_argument("--optimizer", choices=("sgd", "adam"), default=S)
-    g.add_argument("--lr", type=float, default=S)
-    g.add_argument("--momentum", type=float, default=S)
-    g.add_argument("--weight-decay", type=float, default=S)
-    g.add_argument("--seed", type=int, default=S)
+    _name_flag(g, "--optimizer", reg["optimizer"], "how the decoded gradient is applied")
+    g.add_argument("--lr", type=float, default=S, help="learning rate")
+    g.add_argument("--momentum", type=float, default=S, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=S, help="L2 weight decay")
+    g.add_argument("--seed", type=int, default=S, help="seed of every random draw")
     g = p.add_argument_group("runtime")
-    g.add_argument("--backend", choices=("local", "ray"), default=S)
+    _name_flag(g, "--backend", reg["backend"], "where the workers run")
     g.add_argument("--address", default=S, help="existing Ray cluster (default: an embedded local instance)")
     g.add_argument("--num-cpus", type=float, default=S, help="CPUs per worker actor")
     g.add_argument("--threads", type=int, default=S, help="torch threads per process")
     g.add_argument("--timeout", dest="timeout_s", type=float, default=S, help="per-step reply deadline (s)")
-    g.add_argument("--max-restarts", type=int, default=S)
+    g.add_argument("--max-restarts", type=int, default=S, help="Ray restarts of a dead worker actor")
     g.add_argument("--isolate-after", type=int, default=S, help="stop asking a worker flagged this many times")
     g = p.add_argument_group("output")
     g.add_argument("--run-dir", default=S, help="default: runs/train-<time>")
-    g.add_argument("--eval-every", type=int, default=S)
-    g.add_argument("--log-every", type=int, default=S)
-    g.add_argument("--checkpoint-every", type=int, default=S)
+    g.add_argument("--eval-every", type=int, default=S, help="test accuracy every k steps")
+    g.add_argument("--log-every", type=int, default=S, help="metrics row every k steps")
+    g.add_argument("--checkpoint-every", type=int, default=S, help="checkpoint every k steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_defaults(p)
     return p
+
+
+def _add_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append each flag's RunConfig default to its help (read from RunConfig, never written twice)."""
+    from dataclasses import MISSING, fields
+
+    from codedbft.cluster.config import RunConfig
+
+    defaults = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+    for action in parser._actions:
+        if action.dest in defaults and action.help and "(default:" not in action.help:
+            value = defaults[action.dest]
+            head, sep, names = action.help.partition("; one of:")  # the default goes before a name list
+            action.help = f"{head} (default: {'none' if value is None else value}){sep}{names}"
 
 
 #: what a resumed run may change: how long and where it runs, never what it computes

@@ -109,6 +109,10 @@ class Registry(Generic[T]):
 
         return add if obj is None else add(obj)
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return its object (a test's temporary entry; plugins never need it)."""
+        return self._entries.pop(self.entry(name).name).obj
+
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True  # first, so a plugin that looks names up while importing does not recurse
@@ -185,8 +189,8 @@ class Registry(Generic[T]):
 def choices_help(registry: Registry[Any], text: str = "") -> str:
     """Help text for a CLI flag whose value is a name in ``registry``: ``text`` plus each name and
     its one-line description (argparse shows it under the flag)."""
-    lines = [f"{n} ({registry.help(n)})" if registry.help(n) else n for n in registry.available()]
-    return (text + "; " if text else "") + "one of: " + ", ".join(lines)
+    lines = [f"  {n}: {registry.help(n)}" if registry.help(n) else f"  {n}" for n in registry.available()]
+    return (text + "; " if text else "") + "one of:\n" + "\n".join(lines)
 
 
 Factory = Callable[..., Any]

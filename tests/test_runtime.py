@@ -78,7 +78,8 @@ def test_invalid_replies_become_flagged_erasures_without_an_exception():
     nan = good.copy()
     nan[5] = np.nan
     replies = [good, nan, np.ones(d + 1, np.float32), np.ones(d, np.float64), None, good * np.float32(1e38)]
-    builder = StackBuilder(6, *m._layout(order, torch.float32))
+    assert order.layout == ((d,), torch.float32)  # the order carries its reply layout
+    builder = StackBuilder(6, *order.layout)
     for i, msg in enumerate(replies):
         if msg is not None:  # worker 4 never answered
             builder.put(i, msg)
@@ -142,3 +143,28 @@ def test_rrr_randomized_checks_hide_until_replies_and_checked_steps_are_exact():
     assert all(r["isolated_by_scheme"] == [3, 7] for r in rows[first:])  # ...and never asked again
     assert all(r["flagged"] == [] for r in rows if r["step"] != first)
     assert all(r["efficiency"] == 1.0 for r in rows if not r["checked"])
+
+
+@pytest.mark.parametrize("extra", [
+    dict(scheme="vanilla", aggregator="centered-clipping", workers=6),
+    dict(scheme="detox", aggregator="centered-clipping", workers=6, byzantine=0, tolerate=None),
+    # ByzShield's decoder holds the rule it was built with: state must go into that live object
+    dict(scheme="byzshield", aggregator="centered-clipping", workers=15, byzantine=3, batch_size=100,
+         placement="worst", attack="alie"),
+    dict(scheme="rrr", workers=7, byzantine=2, attack="alie"),
+], ids=["vanilla-cclip", "detox-cclip", "byzshield-cclip", "rrr"])
+def test_stateful_schemes_resume_bit_identically(tmp_path, extra):
+    cfg = RunConfig(**{**SMALL, "steps": 8, "checkpoint_every": 3, "momentum": 0.9, **extra})
+    full = Master(cfg, run_dir=str(tmp_path / "full"))
+    sha = full.run()["model_sha256"]
+    cut = Master(cfg, run_dir=str(tmp_path / "cut"))
+    for _ in range(5):
+        cut.step()
+    live = cut.scheme.aggregator
+    resumed = Master.resume(str(tmp_path / "cut"))
+    assert resumed.step_idx == 3
+    if live is not None:  # restored into the objects the scheme (and its decoder) already hold
+        decoder_rule = getattr(getattr(resumed.scheme.code, "decoder", lambda: None)(), "aggregator", None)
+        assert decoder_rule is None or decoder_rule is resumed.scheme.aggregator
+        assert resumed.scheme.aggregator.state_dict().keys() == live.state_dict().keys()
+    assert resumed.run()["model_sha256"] == sha

@@ -19,13 +19,23 @@ INVALID = [
     (["--scheme", "detox", "--workers", "15", "--bucket", "2"], "bucket"),
     (["--scheme", "vanilla", "--aggregator", "krum", "--workers", "5", "--byzantine", "2"], "n >="),
     (["--scheme", "draco-repetition", "--aggregator", "krum"], "aggregator"),
-    (["--attack", "nonsense"], "unknown attack"),
+    (["--attack", "nonsense"], "invalid choice"),
     (["--placement", "fixed"], "placement_ids"),
     (["--backend", "local", "--address", "10.0.0.1:6379"], "address"),
     (["--batch-size", "2"], "batch_size"),
     (["--byzantine", "16"], "byzantine <= workers"),
-    (["--dataset", "cifar"], "unknown dataset"),
+    (["--dataset", "cifar"], "invalid choice"),
     (["--scheme", "nope"], "invalid choice"),
+    # unknown parameter keys: exit 2 naming the key and listing the valid ones (never a TypeError)
+    (["--attack", "alie", "--attack-param", "zz=1"], "unknown attack parameter ['zz'] for 'alie'; valid: ['z']"),
+    (["--scheme-param", "foo=bar"], "unknown scheme parameter ['foo'] for 'draco-repetition'; valid: none"),
+    (["--scheme", "rrr-randomized", "--scheme-param", "p=0.2"], "valid: ['q']"),
+    (["--dataset-param", "foo=1"], "foo"),
+    (["--model-param", "foo=1"], "foo"),
+    (["--scheme", "vanilla", "--aggregator", "median", "--aggregator-param", "zz=1"],
+     "unknown aggregator parameter ['zz'] for 'median'"),
+    (["--scheme", "detox", "--aggregator", "multi-krum", "--aggregator-param", "zz=1"], "'zz'"),
+    (["--scheme", "byzshield", "--aggregator", "median", "--aggregator-param", "zz=1"], "'zz'"),
 ]
 
 
@@ -88,3 +98,26 @@ def test_resume_of_a_missing_directory_or_with_a_changed_computation_is_a_usage_
     with pytest.raises(SystemExit) as e:
         main(["train", "--resume", str(tmp_path / "nothing"), "--lr", "0.3"])
     assert e.value.code == 2 and "only steps" in capsys.readouterr().err
+
+
+def test_train_help_lists_every_registered_name_with_its_description(capsys):
+    from codedbft.cli import _registries
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines (never inside a name)
+    for kind, registry in _registries().items():
+        for name in registry.available():
+            assert name in text, (kind, name)
+    assert "alie" in text and "(default: omniscient)" in text and "(default: draco-repetition)" in text
+    assert all(a.help for a in _train_actions() if a.dest != "help"), "every flag has help text"
+
+
+def _train_actions():
+    import argparse
+
+    from codedbft.cli import _train_parser
+
+    parser = argparse.ArgumentParser()
+    return _train_parser(parser.add_subparsers())._actions

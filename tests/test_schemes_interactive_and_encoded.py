@@ -1,9 +1,9 @@
-"""Issue 6 schemes in the runtime: ByzShield, data encoding, RRR-BFT (deterministic and randomized).
+"""The schemes beyond DRACO and DETOX in the runtime: ByzShield, data encoding, RRR-BFT (deterministic and randomized).
 
 Scheme level (the protocol driven by real worker programs / real partition gradients, real attacks):
 exact mean gradients under attack, flagged sets, RRR's efficiency figures and isolation. Runtime
 level (local backend): exactness through ``Master``, isolation surviving checkpoint/resume, the
-clear error for data encoding on a non-linear model. Ray parity lives in tests/test_schemes_issue6_ray.py.
+clear error for data encoding on a non-linear model. Ray parity: the last test (local vs Ray, same model).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def test_byzshield_liars_in_one_parallel_class_corrupt_no_file_and_the_step_is_t
 def test_byzshield_worst_placement_wins_a_file_and_falls_back_to_the_robust_rule(digits):
     scheme = build_scheme(SchemeConfig(name="byzshield", workers=15, byzantine=2))
     frac, byz = scheme.code.max_distortion(2)
-    assert frac == pytest.approx(0.04)  # one of the 25 files (codes.md §3)
+    assert frac == pytest.approx(0.04)  # one of the 25 files (docs/codes.md, ByzShield)
     ds, fm = digits
     X, y = ds.partition_batch(0, scheme.k, 10, seed=0)
     G = fm.partition_gradients(fm.init_params(), X, y)
@@ -229,9 +229,9 @@ class RecordingBackend(LocalBackend):
         super().__init__()
         self.asked: list[tuple[int, tuple[int, ...]]] = []
 
-    def execute(self, order, w, step, *args, **kw):
-        self.asked.append((step, order.workers))
-        return super().execute(order, w, step, *args, **kw)
+    def execute(self, order, w, *args, **kw):
+        self.asked.append((order.step, order.workers))
+        return super().execute(order, w, *args, **kw)
 
 
 def test_rrr_caught_liars_stay_isolated_across_checkpoint_and_resume(tmp_path):
@@ -286,7 +286,7 @@ RAY_CASES = {
                            scheme_params={"q": 0.5}),
     # l = 3, r = 2 (n = 6): an even r ties, so files a liar holds go to the robust rule.
     "byzshield": dict(SHARED, scheme="byzshield", byzantine=1, group_size=2, attack="alie", batch_size=63),
-    # The issue-3/4 schemes not covered by test_runtime_ray, on the same 3 warm actors as rrr-randomized.
+    # The schemes not covered by test_runtime_ray, on the same 3 warm actors as rrr-randomized.
     "draco-cyclic": dict(SHARED, scheme="draco-cyclic", workers=3, byzantine=1, attack="alie"),
     "vanilla": dict(SHARED, scheme="vanilla", workers=3, byzantine=1, aggregator="median", attack="sign-flip"),
 }
@@ -294,7 +294,7 @@ RAY_CASES = {
 
 @pytest.mark.ray
 @pytest.mark.parametrize("case", list(RAY_CASES))
-def test_ray_and_local_give_the_same_model_for_the_issue6_schemes(ray_backend, case):
+def test_ray_and_local_give_the_same_model_for_byzshield_data_encoding_and_rrr(ray_backend, case):
     cfg = RunConfig(**RAY_CASES[case], steps=4, lr=0.1, eval_every=4, timeout_s=120.0, backend="ray")
     local = Master(cfg.replace(backend="local")).run()
     m = Master(cfg, backend=ray_backend)

@@ -1,33 +1,32 @@
-"""What a backend does for the master: run one :class:`~codedbft.schemes.Order` on the workers.
+"""What a backend does for the master: run one self-describing :class:`~codedbft.schemes.Order`.
 
-Both backends run the same worker code (:mod:`codedbft.cluster.worker`); they differ only in where
-gradients are computed. ``execute`` returns the replies in the order's fixed worker order (never in
-arrival order), so the master combines them identically on both.
+An order carries everything needed to run it (per worker: the partitions and the combination
+coefficients, or an operation and its payload; the reply shape and dtype), so a backend needs
+neither the scheme nor the master. Both backends run the same worker code
+(:mod:`codedbft.cluster.worker`) and the same forging round (:mod:`codedbft.cluster.adversary`);
+they differ only in where gradients are computed and how replies travel. ``execute`` returns the
+replies in the order's fixed worker order (never in arrival order), so the master combines them
+identically on both.
+
+Backends are registered by name in :data:`BACKENDS`; a new backend is one module that decorates
+its class with ``@BACKENDS.register("name")`` (the class takes ``from_config(config)``), plus its
+module name in the registry's plugin list below.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 
-from codedbft.schemes import Order, Scheme
+from codedbft.cluster.adversary import Coalition
+from codedbft.registry import Registry
+from codedbft.schemes import Order
 
-
-@dataclass(frozen=True)
-class Adversary:
-    """The configured attack as the workers see it (seeded by ``(seed, step)``)."""
-
-    attack: Any
-    seed: int
-    n: int
-    assignment: Any = None
-
-    @property
-    def data_level(self) -> bool:
-        """Label-flip style attacks poison the worker's own computation; no forging round."""
-        return bool(getattr(self.attack, "data_level", False))
+#: backends by name ("local", "ray"); each entry is a class with ``from_config(config)``
+BACKENDS: Registry[Any] = Registry("backend", plugins=("codedbft.cluster.local", "codedbft.cluster.ray_backend"))
 
 
 @dataclass
@@ -35,9 +34,10 @@ class Collected:
     """Replies to one order, assembled in the order's fixed worker order.
 
     ``stack``: ``(W, *shape)`` tensor, row i for ``workers[i]``; ``missing``: bool (W,), no reply in
-    time (the row is zeros); ``bad``: bool (W,), a reply of the wrong shape or dtype (zeros too; the
-    master adds non-finite rows and flags them). ``timings`` holds ``compute_ms`` (the slowest
-    worker's own compute time), ``collect_ms``, ``forge_ms``, ...
+    time (the row is zeros); ``bad``: bool (W,), a reply of the wrong shape, dtype or type (zeros
+    too; the master adds non-finite rows and flags them). ``timings`` holds ``compute_ms`` (the
+    slowest worker's own compute time), ``collect_ms``, ``forge_ms``, ...; ``info`` the forging
+    round's diagnostics (``forgers``, ``forge_failed``).
     """
 
     workers: tuple[int, ...]
@@ -45,24 +45,32 @@ class Collected:
     missing: np.ndarray | None = None
     bad: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class StackBuilder:
     """Copies replies into their fixed rows as they arrive (so the copy overlaps the slower workers'
-    compute), checking shape and dtype first: a wrong reply is ``bad``, never an exception."""
+    compute), checking type, shape and dtype first: a wrong reply is ``bad``, never an exception."""
 
-    def __init__(self, count: int, shape: tuple[int, ...], dtype: Any):
-        import torch
-
+    def __init__(self, count: int, shape: tuple[int, ...], dtype: Any, stack: torch.Tensor | None = None):
         # empty, not zeros: zero-filling (W, d) costs more than the copy; only unfilled rows are zeroed.
-        self.stack = torch.empty((count, *shape), dtype=dtype)
+        self.stack = torch.empty((count, *shape), dtype=dtype) if stack is None else stack
         self._rows = self.stack.numpy()
         self.shape = tuple(shape)
         self.dtype = self._rows.dtype
         self.missing = np.ones(count, dtype=bool)
         self.bad = np.zeros(count, dtype=bool)
 
+    @classmethod
+    def around(cls, stack: torch.Tensor) -> "StackBuilder":
+        """A builder whose every row is already filled by ``stack`` itself (no copy: the simulator)."""
+        out = cls(stack.shape[0], tuple(stack.shape[1:]), stack.dtype, stack=stack)
+        out.missing[:] = False
+        return out
+
     def put(self, i: int, msg: Any) -> None:
+        if isinstance(msg, torch.Tensor) and msg.device.type == "cpu":
+            msg = msg.detach().numpy()
         if not isinstance(msg, np.ndarray) or msg.shape != self.shape or msg.dtype != self.dtype:
             self.bad[i], self.missing[i] = True, False
             return
@@ -72,11 +80,11 @@ class StackBuilder:
     def drop(self, i: int) -> None:
         self.missing[i], self.bad[i] = True, False
 
-    def finish(self, workers: tuple[int, ...], timings: dict[str, float]) -> Collected:
+    def finish(self, workers: tuple[int, ...], timings: dict[str, float], info: dict[str, Any] | None = None) -> Collected:
         empty = self.missing | self.bad
         if empty.any():
-            self.stack[__import__("torch").from_numpy(empty)] = 0
-        return Collected(workers, self.stack, self.missing, self.bad, timings)
+            self.stack[torch.from_numpy(empty)] = 0
+        return Collected(workers, self.stack, self.missing, self.bad, timings, dict(info or {}))
 
 
 class Backend(Protocol):
@@ -84,28 +92,23 @@ class Backend(Protocol):
 
     name: str
 
-    def start(self, scheme: Scheme, spec: Any, dataset: Any = None) -> None: ...
+    @classmethod
+    def from_config(cls, config: Any) -> "Backend": ...
+
+    def start(self, n: int, spec: Any, dataset: Any = None, programs: list[Any] | None = None) -> None:
+        """Start ``n`` workers from the worker ``spec``; ``programs[i]`` is worker i's program for
+        operation orders (data-encoding schemes), shipped once."""
+        ...
 
     def broadcast(self, w: Any) -> Any: ...
 
-    def execute(self, order: Order, w_handle: Any, step: int, byzantine: Sequence[int],
-                adversary: Adversary | None, timeout_s: float, layout: tuple[tuple[int, ...], Any]) -> Collected:
-        """Run ``order``; ``layout`` = (message shape, torch dtype) the scheme expects."""
+    def execute(self, order: Order, w_handle: Any, coalition: Coalition | None, timeout_s: float) -> Collected:
+        """Run ``order`` for step ``order.step`` (Byzantine workers of ``coalition`` forge or poison)."""
         ...
 
     def close(self) -> None: ...
 
 
-def task_coefficients(scheme: Scheme, order: Order) -> list[np.ndarray | None]:
-    """Per-worker combination coefficients of an order, in its worker order (None: stacked or plain)."""
-    if order.stacked:
-        return [None] * len(order.tasks)
-    return [scheme.coefficients(w, order.tasks[w]) for w in order.workers]
-
-
-def split_coalition(workers: Sequence[int], byzantine: Sequence[int], present: Sequence[bool]) -> tuple[list[int], list[int]]:
-    """Row indices of the present honest workers and of the present Byzantine ones (worker order)."""
-    byz = set(byzantine)
-    honest = [i for i, w in enumerate(workers) if present[i] and w not in byz]
-    forgers = [i for i, w in enumerate(workers) if present[i] and w in byz]
-    return honest, forgers
+def make_backend(config: Any) -> Any:
+    """The backend ``config.backend`` names, built from the run configuration."""
+    return BACKENDS.get(config.backend).from_config(config)

@@ -14,8 +14,26 @@ from typing import Any, Mapping
 
 from codedbft.schemes import SchemeConfig
 
-BACKENDS = ("local", "ray")
-PLACEMENTS = ("random", "worst", "fixed")
+
+def _check_names(config: "RunConfig") -> None:
+    """Every name a run builds must be registered: ValueError listing the available ones otherwise."""
+    from codedbft.aggregators.registry import AGGREGATORS
+    from codedbft.attacks.base import ATTACKS
+    from codedbft.attacks.placement import PLACEMENTS
+    from codedbft.cluster.backend import BACKENDS
+    from codedbft.schemes.registry import SCHEMES
+    from codedbft.training.datasets import DATASETS
+    from codedbft.training.models import MODELS
+    from codedbft.training.optim import OPTIMIZERS
+
+    checks = [(BACKENDS, config.backend), (PLACEMENTS, config.placement), (SCHEMES, config.scheme),
+              (DATASETS, config.dataset), (MODELS, config.model), (OPTIMIZERS, config.optimizer)]
+    if config.aggregator is not None:
+        checks.append((AGGREGATORS, config.aggregator))
+    if config.attacked:
+        checks.append((ATTACKS, config.attack))
+    for registry, name in checks:
+        registry.entry(name)
 
 
 @dataclass(frozen=True)
@@ -80,10 +98,13 @@ class RunConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        _check_names(self)
+        if self.placement == "fixed" and self.placement_ids is None and self.byzantine > 0:
+            raise ValueError("placement 'fixed' needs placement_ids (--placement-ids)")
+        if self.placement_ids is not None and self.placement != "fixed":
+            raise ValueError(f"placement_ids (--placement-ids) needs placement 'fixed', got {self.placement!r}")
+        if self.redraw and self.placement != "random":
+            raise ValueError(f"redraw (--redraw) needs placement 'random', got {self.placement!r}")
         if self.placement == "fixed" and self.placement_ids is not None and len(self.placement_ids) != self.byzantine:
             raise ValueError(f"fixed placement needs len(placement_ids) == byzantine={self.byzantine}, got {self.placement_ids}")
         for name in ("steps", "batch_size", "threads", "eval_every", "log_every", "checkpoint_every"):

@@ -4,6 +4,8 @@ All partition gradients a round needs are computed in one call of
 :meth:`~codedbft.training.FlatModel.partition_gradients`; with ``dedup`` (default) each distinct
 partition once (honest copies of a partition are bitwise identical, so copying them is exact), else
 once per (worker, partition) pair, the same number of gradient computations as the real cluster.
+The forging round is the shared one (:func:`~codedbft.cluster.adversary.forging_round`), run
+in-process once for the whole coalition.
 """
 
 from __future__ import annotations
@@ -11,29 +13,32 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-from codedbft.cluster.backend import Adversary, Collected, split_coalition, task_coefficients
-from codedbft.cluster.worker import WorkerCore, WorkerSpec, coalition_messages, run_program
-from codedbft.schemes import Order, Scheme, combine
+from codedbft.cluster.adversary import Coalition, forge_here, forging_round
+from codedbft.cluster.backend import BACKENDS, Collected, StackBuilder
+from codedbft.cluster.worker import WorkerCore, WorkerSpec, run_program
+from codedbft.schemes import Order, combine
 
 
+@BACKENDS.register("local")
 class LocalBackend:
-    """Simulated workers in the master's process."""
+    """Simulated workers in the master's process (bit-identical to the Ray backend)."""
 
     name = "local"
 
     def __init__(self, dedup: bool = True):
         self.dedup = dedup
         self.core: WorkerCore | None = None
-        self.scheme: Scheme | None = None
         self.programs: list[Any] = []
 
-    def start(self, scheme: Scheme, spec: WorkerSpec, dataset: Any = None) -> None:
-        self.scheme = scheme
+    @classmethod
+    def from_config(cls, config: Any) -> "LocalBackend":
+        return cls(dedup=config.dedup)
+
+    def start(self, n: int, spec: WorkerSpec, dataset: Any = None, programs: Sequence[Any] | None = None) -> None:
         self.core = WorkerCore(spec, dataset)
-        self.programs = [scheme.worker_data(i) for i in range(scheme.n)]  # data-encoding workers
+        self.programs = list(programs) if programs is not None else [None] * n
 
     def broadcast(self, w: torch.Tensor) -> torch.Tensor:
         return w
@@ -51,59 +56,45 @@ class LocalBackend:
         flat = [j for t in tasks for j in t]
         return self.core.gradients(w, step, flat, poisoned).view(len(tasks), p, -1)
 
-    def execute(self, order: Order, w: torch.Tensor, step: int, byzantine: Sequence[int],
-                adversary: Adversary | None, timeout_s: float, layout: Any = None) -> Collected:
-        assert self.scheme is not None
-        t0 = time.perf_counter()
+    def _honest_round(self, order: Order, w: torch.Tensor, poisoned: set[int]) -> StackBuilder:
+        """Every asked worker's honest (or data-poisoned) reply, as the reply stack."""
         workers = order.workers
+        if order.op is not None:  # each worker runs its own program (encoded data), as on Ray
+            out = StackBuilder(len(workers), *order.layout)
+            for i, wk in enumerate(workers):
+                out.put(i, run_program(self.programs[wk], order.op, w, order.step, order.payload, i in poisoned))
+            return out
         tasks = [order.tasks[i] for i in workers]
-        coefs = task_coefficients(self.scheme, order)
-        byz = set(byzantine) if adversary is not None else set()
-        poison = [i for i, wk in enumerate(workers) if wk in byz] if adversary is not None and adversary.data_level else []
-        poisoned = set(poison)
-        lengths = sorted({len(t) for t in tasks})
         # One batched call per (task length, poisoned) class: a single class in the common case,
         # whose messages are then the stack itself (no second copy).
         classes = [([i for i, t in enumerate(tasks) if len(t) == L and (i in poisoned) == pois], pois)
-                   for L in lengths for pois in (False, True)]
+                   for L in sorted({len(t) for t in tasks}) for pois in (False, True)]
         classes = [(sel, pois) for sel, pois in classes if sel]
-        out: torch.Tensor | None = None
-        if order.op is not None and workers:  # each worker runs its own program (encoded data), as on Ray
-            out = torch.from_numpy(np.stack([run_program(self.programs[wk], order.op, w, step, order.payload, i in poisoned)
-                                             for i, wk in enumerate(workers)]))
-            classes = []
+        stack: torch.Tensor | None = None
         for sel, pois in classes:
-            G = self._gradients(w, step, [tasks[i] for i in sel], pois)
-            msg = G if order.stacked else combine([coefs[i] for i in sel], G)
+            G = self._gradients(w, order.step, [tasks[i] for i in sel], pois)
+            msg = G if order.stacked else combine([order.coefficients_of(workers[i]) for i in sel], G)
             if len(classes) == 1:
-                out = msg
+                stack = msg
                 break
-            if out is None:
-                out = msg.new_empty((len(workers), *msg.shape[1:]))
-            out[torch.tensor(sel, dtype=torch.long)] = msg
-        t1 = time.perf_counter()
-        timings = {"compute_ms": (t1 - t0) * 1e3}
-        missing = None  # all present, built to shape
-        if out is not None and byz and not adversary.data_level:
-            honest, forgers = split_coalition(workers, byzantine, [True] * len(workers))
-            if forgers:
-                ids = tuple(workers[i] for i in forgers)
-                rows = torch.tensor(forgers, dtype=torch.long)
-                try:
-                    out[rows] = coalition_messages(
-                        adversary.attack, out[torch.tensor(honest, dtype=torch.long)], out[rows], ids,
-                        step=step, seed=adversary.seed, n=adversary.n, assignment=adversary.assignment)
-                except ValueError:
-                    # A partial round (interactive schemes' reactive copies) may leave too few honest
-                    # messages for the attack (ALIE's bound): as on Ray, whose failed forge is an
-                    # erasure, the forgers send nothing. A full round's error is a configuration error.
-                    if len(workers) >= adversary.n:
-                        raise
-                    out[rows] = 0
-                    missing = np.zeros(len(workers), dtype=bool)
-                    missing[forgers] = True
-            timings["forge_ms"] = (time.perf_counter() - t1) * 1e3
-        return Collected(workers=workers, stack=out, missing=missing, timings=timings)
+            if stack is None:
+                stack = msg.new_empty((len(workers), *msg.shape[1:]))
+            stack[torch.tensor(sel, dtype=torch.long)] = msg
+        if stack is None:  # nobody asked
+            return StackBuilder(0, *order.layout) if order.shape is not None else StackBuilder(0, (0,), torch.float32)
+        return StackBuilder.around(stack)
+
+    def execute(self, order: Order, w: torch.Tensor, coalition: Coalition | None, timeout_s: float) -> Collected:
+        t0 = time.perf_counter()
+        workers = order.workers
+        poisoned = {i for i, wk in enumerate(workers) if coalition is not None and coalition.poisoned(wk)}
+        out = self._honest_round(order, w, poisoned)
+        timings = {"compute_ms": (time.perf_counter() - t0) * 1e3}
+        info = forging_round(coalition, workers, out, forge_here)
+        if "forge_ms" in info:
+            timings["forge_ms"] = info.pop("forge_ms")
+        return out.finish(workers, timings, info)
 
     def close(self) -> None:
         self.core = None
+

@@ -6,16 +6,19 @@
     summary = master.run()            # or: with Master(cfg) as m: m.step() ...
     summary["model_sha256"]
 
-Per step (``Master.step``):
+Per step (``Master.step``, one named method each):
 
-1. the Byzantine set of the step comes from the placement (``placement.byzantine_ids(step)``);
-2. the model is broadcast once (``ray.put`` once per step, never once per worker);
-3. the scheme's protocol yields orders; the backend runs each one (Byzantine workers forge inside the
-   worker); the master validates every reply (shape, dtype, finiteness: a bad one becomes an erasure
-   and its sender is flagged, never an exception) and assembles them in the fixed worker order;
-4. the scheme decodes (and aggregates), giving the MEAN partition gradient; a non-finite result is
-   not applied (``skipped``);
-5. the optimizer steps; a metrics row is logged; every ``checkpoint_every`` steps a checkpoint.
+1. ``_coalition``: the Byzantine set of the step comes from the placement
+   (``placement.byzantine_ids(step)``) and, with the configured attack, makes the step's coalition;
+2. ``_broadcast``: the model goes out once (``ray.put`` once per step, never once per worker);
+3. ``_protocol_rounds``: the scheme's protocol yields self-describing orders; the backend executes
+   each one (Byzantine workers forge through the one forging round,
+   :mod:`codedbft.cluster.adversary`); the master validates every reply (shape, dtype, finiteness: a
+   bad one becomes an erasure and its sender is flagged, never an exception) and hands the
+   fixed-order stack back; the scheme decodes (and aggregates), giving the MEAN partition gradient;
+4. ``_apply``: the optimizer steps, unless the gradient is non-finite (``skipped``);
+5. ``_account``, ``_row``, ``_log``: flags and isolation, the metrics row, every
+   ``checkpoint_every`` steps a checkpoint.
 
 Everything random is a function of ``(seed, step)`` (batches, placements, attacks), so the same seed
 gives the same model bit for bit on both backends, and a resumed run reaches the same final model.
@@ -33,11 +36,14 @@ import numpy as np
 import torch
 
 from codedbft._arrays import nonfinite_rows
-from codedbft.cluster.backend import Adversary, Collected
+from codedbft.cluster.adversary import Adversary, Coalition
+from codedbft.cluster.backend import Collected, make_backend
 from codedbft.cluster.config import RunConfig
 from codedbft.cluster.rundir import RunDir
 from codedbft.cluster.worker import WorkerCore, WorkerSpec
 from codedbft.schemes import Order, Replies, Scheme, SchemeResult, build_scheme
+
+__all__ = ["Master", "make_backend", "model_sha256"]
 
 
 def model_sha256(w: torch.Tensor) -> str:
@@ -45,28 +51,11 @@ def model_sha256(w: torch.Tensor) -> str:
     return hashlib.sha256(w.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-def make_backend(config: RunConfig) -> Any:
-    if config.backend == "local":
-        from codedbft.cluster.local import LocalBackend
-
-        return LocalBackend(dedup=config.dedup)
-    from codedbft.cluster.ray_backend import RayBackend
-
-    return RayBackend(address=config.address, num_cpus=config.num_cpus, max_restarts=config.max_restarts)
-
-
 def _placement(config: RunConfig, scheme: Scheme) -> Any:
     from codedbft.attacks import placement_by_name
 
-    if config.placement == "fixed":
-        if config.placement_ids is None:
-            raise ValueError("placement 'fixed' needs placement_ids (--placement-ids)")
-        return placement_by_name("fixed", n=scheme.n, ids=config.placement_ids, b=config.byzantine)
-    if config.placement == "worst":
-        if scheme.code is None:  # no assignment: every set of b workers is as bad as any other
-            return placement_by_name("fixed", n=scheme.n, ids=range(config.byzantine), b=config.byzantine)
-        return placement_by_name("worst", code=scheme.code, b=config.byzantine)
-    return placement_by_name("random", n=scheme.n, b=config.byzantine, seed=config.seed, redraw=config.redraw)
+    return placement_by_name(config.placement, n=scheme.n, b=config.byzantine, code=scheme.code,
+                             ids=config.placement_ids, seed=config.seed, redraw=config.redraw)
 
 
 class Master:
@@ -95,11 +84,13 @@ class Master:
         if k * self.spec.b > self.core.ds.num_train:
             raise ValueError(f"batch_size={config.batch_size} exceeds the {self.core.ds.num_train} training samples of {config.dataset}")
         self.scheme.bind(self.core.ds, self.core.model, self.spec)  # data-encoding schemes encode here
-        self.attack = None
+        self.adversary: Adversary | None = None
         if config.attacked:
             from codedbft.attacks import by_name
 
-            self.attack = by_name(config.attack, **config.attack_kwargs)
+            self.adversary = Adversary(by_name(config.attack, **config.attack_kwargs), config.seed, self.scheme.n,
+                                       self.scheme.assignment)
+            self.adversary.check(config.byzantine)  # an attack that can never run is a configuration error
         self.placement = _placement(config, self.scheme) if config.byzantine > 0 else None
         self.w = self.core.model.init_params()
         self.optimizer = make_optimizer(config.optimizer, config.lr, momentum=config.momentum,
@@ -118,7 +109,8 @@ class Master:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Master":
         if not self._started:
-            self.backend.start(self.scheme, self.spec, self.core.ds)
+            programs = [self.scheme.worker_data(i) for i in range(self.scheme.n)]  # data-encoding workers
+            self.backend.start(self.scheme.n, self.spec, self.core.ds, programs)
             self._started = True
             if self.rundir is not None and not self.rundir.config_path.exists():
                 self.rundir.write_config({**self.config.to_dict(), "scheme_info": self.scheme.describe()})
@@ -150,30 +142,45 @@ class Master:
         invalid = tuple(got.workers[i] for i in np.flatnonzero(bad))
         return Replies(got.workers, stack, missing | bad, invalid)
 
-    def _layout(self, order: Order, dtype: torch.dtype) -> tuple[tuple[int, ...], torch.dtype]:
-        if order.op is not None and order.shape is not None:
-            return tuple(order.shape), dtype
-        p = len(next(iter(order.tasks.values()))) if order.tasks else 1
-        return self.scheme.message_shape(self.core.model.d, p, order.stacked), dtype
-
     def step(self) -> dict[str, Any]:
-        """Run one training step; returns (and logs) its metrics row."""
+        """Run one training step (the pipeline of the module docstring); returns its metrics row."""
         self.start()
-        cfg, t = self.config, self.step_idx
         t0 = time.perf_counter()
+        t = self.step_idx
+        coalition = self._coalition(t)
+        handle, timings = self._broadcast(t0)
+        result, rounds, erasures = self._protocol_rounds(t, handle, coalition, timings)
+        skipped = self._apply(result, timings)
+        timings["step_ms"] = (time.perf_counter() - t0) * 1e3
+        self.elapsed_s += timings["step_ms"] / 1e3
+        self._account(result, erasures, skipped)
+        row = self._row(t, coalition, result, rounds, erasures, skipped, timings)
+        self._log(row)
+        return row
+
+    # -- the steps of a step --------------------------------------------------------------------
+    def _coalition(self, t: int) -> Coalition | None:
+        """Placement: the step's Byzantine workers and their attack (None: nobody forges)."""
         byz = tuple(self.placement.byzantine_ids(t)) if self.placement is not None else ()
-        adversary = (Adversary(self.attack, cfg.seed, self.scheme.n, self.scheme.assignment)
-                     if self.attack is not None else None)
+        if self.adversary is None:
+            return Coalition(None, byz, t, self.config.seed, self.scheme.n) if byz else None
+        return self.adversary.at(t, byz)
+
+    def _broadcast(self, t0: float) -> tuple[Any, dict[str, float]]:
+        """Broadcast: the model goes out once per step (``ray.put`` once, never once per worker)."""
         handle = self.backend.broadcast(self.w)
-        t_bc = time.perf_counter()
-        dtype = self.scheme.message_dtype(self.w.dtype)
-        timings: dict[str, float] = {"broadcast_ms": (t_bc - t0) * 1e3}
+        return handle, {"broadcast_ms": (time.perf_counter() - t0) * 1e3}
+
+    def _protocol_rounds(self, t: int, handle: Any, coalition: Coalition | None,
+                         timings: dict[str, float]) -> tuple[SchemeResult, int, int]:
+        """Protocol rounds: the backend executes each order, the master validates the replies and
+        hands them back, until the scheme returns its result (decoded and aggregated)."""
         gen = self.scheme.protocol(t, self.active.copy())
         order = next(gen)
         erasures = int((~self.active).sum())  # workers isolated by the master: erasures by decision
         rounds = 0
         while True:
-            got = self.backend.execute(order, handle, t, byz, adversary, cfg.timeout_s, self._layout(order, dtype))
+            got = self.backend.execute(order, handle, coalition, self.config.timeout_s)
             for key, val in got.timings.items():
                 timings[key] = timings.get(key, 0.0) + val
             t_val = time.perf_counter()
@@ -184,35 +191,43 @@ class Master:
             try:
                 order = gen.send(replies)
             except StopIteration as stop:
-                result: SchemeResult = stop.value
-                break
+                return stop.value, rounds, erasures
+
+    def _apply(self, result: SchemeResult, timings: dict[str, float]) -> bool:
+        """Optimizer: step on the decoded mean gradient unless it is non-finite (then skipped)."""
         t_dec = time.perf_counter()
         grad = result.gradient.to(self.w.dtype)
         skipped = not bool(torch.isfinite(grad).all())
         if not skipped:
             self.w = self.optimizer.step(self.w, grad)
-        t_end = time.perf_counter()
-        timings["optimizer_ms"] = (t_end - t_dec) * 1e3
+        timings["optimizer_ms"] = (time.perf_counter() - t_dec) * 1e3
         timings["decode_ms"] = float(result.info.get("decode_ms", 0.0))
         timings["aggregate_ms"] = float(result.info.get("aggregate_ms", 0.0))
-        timings["step_ms"] = (t_end - t0) * 1e3
-        self.elapsed_s += t_end - t0
+        return skipped
 
+    def _account(self, result: SchemeResult, erasures: int, skipped: bool) -> None:
+        """Flags, isolation and the run totals."""
         flagged = list(result.flagged)
         self.flag_counts[flagged] += 1
-        if cfg.isolate_after is not None and self.scheme.supports_isolation:
-            self.active &= self.flag_counts < cfg.isolate_after
-        self.totals["flagged"] += len(flagged)
-        self.totals["erasures"] += erasures
-        self.totals["computed"] += result.computed
-        self.totals["useful"] += result.useful
-        self.totals["skipped"] += int(skipped)
-        self.totals["inexact"] += int(not result.exact)
-        self.step_idx = t + 1
+        if self.config.isolate_after is not None and self.scheme.supports_isolation:
+            self.active &= self.flag_counts < self.config.isolate_after
+        tot = self.totals
+        tot["flagged"] += len(flagged)
+        tot["erasures"] += erasures
+        tot["computed"] += result.computed
+        tot["useful"] += result.useful
+        tot["skipped"] += int(skipped)
+        tot["inexact"] += int(not result.exact)
+        self.step_idx += 1
 
-        row: dict[str, Any] = {"step": t, "flagged": flagged, "erasures": erasures, "exact": bool(result.exact),
-                               "skipped": skipped, "byzantine": list(byz), "rounds": rounds,
-                               "isolated": np.flatnonzero(~self.active).tolist(),
+    def _row(self, t: int, coalition: Coalition | None, result: SchemeResult, rounds: int, erasures: int,
+             skipped: bool, timings: dict[str, float]) -> dict[str, Any]:
+        """Metrics: the step's row (loss and test accuracy on their schedules)."""
+        cfg = self.config
+        row: dict[str, Any] = {"step": t, "flagged": list(result.flagged), "erasures": erasures,
+                               "exact": bool(result.exact), "skipped": skipped,
+                               "byzantine": list(coalition.byzantine) if coalition is not None else [],
+                               "rounds": rounds, "isolated": np.flatnonzero(~self.active).tolist(),
                                "flagged_cumulative": int(self.totals["flagged"]),
                                "efficiency": result.useful / result.computed if result.computed else None,
                                **{k: round(v, 3) for k, v in timings.items()},
@@ -222,12 +237,15 @@ class Master:
             row["loss"] = self.core.model.loss(self.w, self.core.ds.X_train[idx], self.core.ds.y_train[idx])
             if self.step_idx % cfg.eval_every == 0 or self.step_idx == cfg.steps:
                 row["test_accuracy"] = self.test_accuracy()
-            if self.rundir is not None:
-                self.rundir.append_metrics([row])
-        if self.rundir is not None and self.step_idx % cfg.checkpoint_every == 0:
+        return row
+
+    def _log(self, row: dict[str, Any]) -> None:
+        """Run directory: the metrics row (on its schedule) and the checkpoint every k steps."""
+        if self.rundir is not None and "loss" in row:
+            self.rundir.append_metrics([row])
+        if self.rundir is not None and self.step_idx % self.config.checkpoint_every == 0:
             self.save_checkpoint()
         self.last_row = row
-        return row
 
     # -- evaluation, checkpoints, summary ------------------------------------------------------
     def test_accuracy(self) -> float | None:

@@ -7,8 +7,10 @@
   ``max_restarts``; a dead actor is restarted by Ray and its replies meanwhile are erasures.
 * Replies are collected with one deadline per step (``ray.wait``); a late reply is an erasure and is
   never read. They are returned in the order's worker order, whatever the arrival order.
-* Byzantine actors forge inside the actor: after the honest round the master hands them the honest
-  messages (one ``ray.put``, a documented simulation privilege for omniscient attacks).
+* Byzantine actors forge inside the actor, through the shared forging round
+  (:func:`~codedbft.cluster.adversary.forging_round`): after the honest round the master puts one
+  :class:`~codedbft.cluster.adversary.ForgeJob` (the honest replies, a documented simulation
+  privilege for omniscient attacks) and every forger computes its row from it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from codedbft.cluster.backend import Adversary, Collected, StackBuilder, split_coalition, task_coefficients
+from codedbft.cluster.adversary import Coalition, ForgeJob, forging_round
+from codedbft.cluster.backend import BACKENDS, Collected, StackBuilder
 from codedbft.cluster.worker import WorkerActorImpl, WorkerSpec
-from codedbft.schemes import Order, Scheme
+from codedbft.schemes import Order
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -48,6 +51,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+@BACKENDS.register("ray")
 class RayBackend:
     """Workers as Ray actors (see the module docstring)."""
 
@@ -58,21 +62,26 @@ class RayBackend:
         self.num_cpus = num_cpus
         self.max_restarts = max_restarts
         self.actors: list[Any] = []
-        self.scheme: Scheme | None = None
         self._spec: WorkerSpec | None = None
         self._started_ray = False
 
-    def start(self, scheme: Scheme, spec: WorkerSpec, dataset: Any = None) -> None:
-        """Start one actor per worker; ``dataset`` (optional) is put in the object store once.
+    @classmethod
+    def from_config(cls, config: Any) -> "RayBackend":
+        return cls(address=config.address, num_cpus=config.num_cpus, max_restarts=config.max_restarts)
+
+    def start(self, n: int, spec: WorkerSpec, dataset: Any = None, programs: list[Any] | None = None) -> None:
+        """Start ``n`` actors; ``dataset`` (optional) is put in the object store once, ``programs[i]``
+        (data-encoding schemes) goes to actor i's constructor, so a restarted actor gets it back.
 
         A backend already running actors for the same worker spec and n is reused as is (warm
         actors for successive masters: their process start-up costs seconds each).
         """
         import ray
 
-        self.scheme = scheme
-        if self.actors and self._spec == spec and len(self.actors) == scheme.n:
-            self._ship_programs(scheme)
+        programs = list(programs) if programs is not None else [None] * n
+        if self.actors and self._spec == spec and len(self.actors) == n:
+            if any(p is not None for p in programs):
+                ray.get([a.set_program.remote(p) for a, p in zip(self.actors, programs)])
             return
         self.close()
         self._started_ray = init_ray(self.address) or self._started_ray
@@ -80,18 +89,8 @@ class RayBackend:
         cls = ray.remote(WorkerActorImpl)
         opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
         self._data_ref = ray.put(dataset) if dataset is not None else None  # kept alive for restarts
-        # programs (data-encoding) go in the constructor too, so a restarted actor gets its block back
-        programs = [scheme.worker_data(i) for i in range(scheme.n)]
-        self.actors = [cls.options(**opts).remote(i, spec, self._data_ref, programs[i]) for i in range(scheme.n)]
+        self.actors = [cls.options(**opts).remote(i, spec, self._data_ref, programs[i]) for i in range(n)]
         ray.get([a.pid.remote() for a in self.actors])  # wait until every actor is built
-
-    def _ship_programs(self, scheme: Scheme) -> None:
-        """Give each reused actor the new scheme's operation-order program (data-encoding schemes)."""
-        import ray
-
-        programs = [scheme.worker_data(i) for i in range(scheme.n)]
-        if any(p is not None for p in programs):
-            ray.get([a.set_program.remote(p) for a, p in zip(self.actors, programs)])
 
     def pids(self) -> list[int]:
         """OS process ids of the worker actors (fault-injection tests kill one)."""
@@ -121,52 +120,56 @@ class RayBackend:
                 continue
             sink(key_of[ready[0]], value)
 
-    def execute(self, order: Order, w_ref: Any, step: int, byzantine: Sequence[int],
-                adversary: Adversary | None, timeout_s: float, layout: Any = None) -> Collected:
+    def _honest_round(self, order: Order, w_ref: Any, coalition: Coalition | None, deadline: float,
+                      out: StackBuilder) -> float:
+        """Dispatch the order to its actors and copy each reply in as it arrives; returns the slowest
+        worker's own compute time (ms)."""
         import ray
 
-        assert self.scheme is not None
-        deadline = time.monotonic() + timeout_s
-        t0 = time.perf_counter()
         workers = order.workers
-        shape, dtype = layout
-        coefs = task_coefficients(self.scheme, order)
-        byz = set(byzantine) if adversary is not None else set()
-        poisoned = adversary is not None and adversary.data_level
+        poisoned = [coalition is not None and coalition.poisoned(w) for w in workers]
         if order.op is not None:  # data-encoding workers run their program on the payload (put once)
             payload_ref = ray.put(order.payload)
-            refs = {i: self.actors[w].run_op.remote(order.op, w_ref, step, payload_ref, poisoned and w in byz)
+            refs = {i: self.actors[w].run_op.remote(order.op, w_ref, order.step, payload_ref, poisoned[i])
                     for i, w in enumerate(workers)}
         else:
-            refs = {i: self.actors[w].compute.remote(w_ref, step, order.tasks[w], coefs[i], order.stacked,
-                                                     poisoned and w in byz)
+            refs = {i: self.actors[w].compute.remote(w_ref, order.step, order.tasks[w], order.coefficients_of(w),
+                                                     order.stacked, poisoned[i])
                     for i, w in enumerate(workers)}
-        out = StackBuilder(len(workers), shape, dtype)
         compute_ms = [0.0]
 
         def take(i: int, value: Any) -> None:
-            msg, ms = value
-            compute_ms[0] = max(compute_ms[0], ms)
+            try:
+                msg, ms = value
+                compute_ms[0] = max(compute_ms[0], float(ms))
+            except (TypeError, ValueError):  # not (message, ms): a malformed reply is bad, not a crash
+                msg = None
             out.put(i, msg)
 
         self._collect(refs, deadline, take)
-        timings = {"compute_ms": compute_ms[0], "collect_ms": (time.perf_counter() - t0) * 1e3}
-        if byz and not poisoned:
-            t1 = time.perf_counter()
-            present = ~(out.missing | out.bad)
-            honest, forgers = split_coalition(workers, byzantine, present)
-            if forgers:
-                ids = tuple(workers[i] for i in forgers)
-                honest_ref = ray.put(out.stack[honest].numpy())
-                own_ref = ray.put(out.stack[forgers].numpy())
-                for i in forgers:
-                    out.drop(i)  # a forger that fails to forge is an erasure, never its honest message
-                frefs = {i: self.actors[workers[i]].forge.remote(adversary.attack, honest_ref, own_ref, ids, step,
-                                                                 adversary.seed, adversary.n, adversary.assignment)
-                         for i in forgers}
-                self._collect(frefs, deadline, out.put)
-            timings["forge_ms"] = (time.perf_counter() - t1) * 1e3
-        return out.finish(workers, timings)
+        return compute_ms[0]
+
+    def _forge_on_actors(self, job: ForgeJob, workers: tuple[int, ...], deadline: float) -> dict[int, Any]:
+        """Each forger computes its row from one shared job; late or failed forgers are left out."""
+        import ray
+
+        job_ref = ray.put(job)
+        refs = {i: self.actors[workers[i]].forge.remote(job_ref) for i in job.rows}
+        got: dict[int, Any] = {}
+        self._collect(refs, deadline, got.__setitem__)
+        return got
+
+    def execute(self, order: Order, w_ref: Any, coalition: Coalition | None, timeout_s: float) -> Collected:
+        deadline = time.monotonic() + timeout_s
+        t0 = time.perf_counter()
+        workers = order.workers
+        out = StackBuilder(len(workers), *order.layout)
+        compute_ms = self._honest_round(order, w_ref, coalition, deadline, out)
+        timings = {"compute_ms": compute_ms, "collect_ms": (time.perf_counter() - t0) * 1e3}
+        info = forging_round(coalition, workers, out, lambda job: self._forge_on_actors(job, workers, deadline))
+        if "forge_ms" in info:
+            timings["forge_ms"] = info.pop("forge_ms")
+        return out.finish(workers, timings, info)
 
     def close(self) -> None:
         import ray

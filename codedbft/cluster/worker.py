@@ -5,7 +5,8 @@ the dataset itself and indexes only the rows of the partitions it is told to com
 receives the flat model ``w`` and a task (partition ids plus the code's coefficients), computes the
 partition gradients with :meth:`FlatModel.partition_gradients` (bitwise stable per partition, so the
 local simulator and a Ray actor produce the same bytes) and combines them with
-:func:`~codedbft.schemes.base.combine`. Byzantine workers then run the attack inside the worker (:func:`coalition_messages`).
+:func:`~codedbft.schemes.base.combine`. Byzantine workers then run the coalition's forgery inside the
+worker (:class:`~codedbft.cluster.adversary.ForgeJob`, the one adversary path).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from codedbft.cluster.adversary import ForgeJob, coalition_messages  # noqa: F401 - re-exported
 from codedbft.schemes.base import combine
 
 
@@ -38,44 +40,6 @@ class WorkerSpec:
     dataset_params: Mapping[str, Any] = field(default_factory=dict)
     model_params: Mapping[str, Any] = field(default_factory=dict)
     threads: int = 1
-
-
-def _real_view(x: torch.Tensor) -> torch.Tensor:
-    """``(W, ...)`` -> real ``(W, D)``: attacks work on flat real vectors (complex: re/im interleaved)."""
-    # explicit width: a round with no honest reply (RRR reactive copies) has 0 rows, and -1 is ambiguous there
-    x = x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
-    return torch.view_as_real(x).reshape(x.shape[0], -1) if x.is_complex() else x
-
-
-def coalition_messages(
-    attack: Any,
-    honest: torch.Tensor,
-    own: torch.Tensor,
-    byzantine_ids: Sequence[int],
-    *,
-    step: int,
-    seed: int,
-    n: int,
-    assignment: Any = None,
-) -> torch.Tensor:
-    """The coalition's forged messages ``(b, ...)``, shaped like ``own``.
-
-    ``honest (h, ...)``: the honest workers' messages of this round, given by the master to Byzantine
-    workers as a *simulation privilege* (omniscient attacks such as ALIE, IPM and omniscient need
-    them; a real adversary would have to eavesdrop). Every Byzantine worker calls this with the same
-    arguments and the generator seeded by ``(seed, step)``, so they agree on the coalition's forgery
-    (``collude``) and each keeps its own row; the local simulator calls it once for all.
-    """
-    from codedbft.attacks.base import AttackContext
-
-    shape = own.shape
-    h = _real_view(honest)
-    o = _real_view(own)
-    ctx = AttackContext.build(h, byzantine_ids, step=step, seed=seed, own=o, assignment=assignment, n=n)
-    forged = attack(h, byzantine_ids, ctx)
-    if own.is_complex():
-        forged = torch.view_as_complex(forged.reshape(forged.shape[0], -1, 2).contiguous())
-    return forged.reshape(shape).to(own.dtype)
 
 
 class WorkerCore:
@@ -154,9 +118,6 @@ class WorkerActorImpl:
         msg = G if stacked else combine([coefs], G[None])[0]
         return msg.numpy(), (time.perf_counter() - t0) * 1e3
 
-    def forge(self, attack: Any, honest: Any, own: Any, byzantine_ids: tuple[int, ...], step: int, seed: int,
-              n: int, assignment: Any) -> np.ndarray:
-        """This worker's row of the coalition's forged messages (see :func:`coalition_messages`)."""
-        forged = coalition_messages(attack, as_tensor(honest), as_tensor(own), byzantine_ids,
-                                    step=step, seed=seed, n=n, assignment=assignment)
-        return forged[byzantine_ids.index(self.worker_id)].numpy()
+    def forge(self, job: ForgeJob) -> np.ndarray:
+        """This worker's row of the coalition's forgery (:mod:`codedbft.cluster.adversary`)."""
+        return job.message_of(self.worker_id)

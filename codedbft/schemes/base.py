@@ -44,16 +44,20 @@ from codedbft.schemes.config import SchemeConfig
 
 @dataclass(frozen=True)
 class Order:
-    """One round of work: ``tasks[worker]`` is the tuple of partition ids that worker computes.
+    """One round of work, self-describing: a backend runs it without the scheme or the master.
 
-    ``stacked`` False: the worker sends ``scheme.combine(worker, partitions, grads)``, a ``(d,)``
-    vector; True: it sends its raw ``(p, d)`` partition gradients (every task of a stacked order
-    has the same length p).
+    ``tasks[worker]`` is the tuple of partition ids that worker computes, ``coefficients[worker]``
+    the code's row ``B[worker, partitions]`` it combines them with (absent or None: it sends its
+    single gradient as is, no arithmetic, so repetition copies stay bitwise identical). ``stacked``
+    True: it sends its raw ``(p, d)`` partition gradients instead (every task of a stacked order has
+    the same length p). ``shape`` and ``dtype`` are one worker's reply layout; ``step`` the training
+    step the partitions are drawn for. Build orders with :meth:`Scheme.order`, which fills the
+    coefficients and the layout from the bound scheme.
 
     Operation orders (``op`` not None, data-encoding schemes): each worker in ``tasks`` runs
     ``program(op, w, step, payload, poisoned)`` on its :meth:`Scheme.worker_data` program instead of
-    computing partition gradients, and sends a message of ``shape`` (same for every worker); its
-    ``tasks`` entries only say who is asked (and count computations).
+    computing partition gradients, and sends a message of ``shape``; its ``tasks`` entries only say
+    who is asked (and count computations).
     """
 
     tasks: Mapping[int, tuple[int, ...]]
@@ -61,6 +65,9 @@ class Order:
     op: str | None = None
     payload: Any = None
     shape: tuple[int, ...] | None = None
+    dtype: torch.dtype | None = None
+    coefficients: Mapping[int, np.ndarray | None] = field(default_factory=dict)
+    step: int = 0
 
     @property
     def workers(self) -> tuple[int, ...]:
@@ -71,6 +78,17 @@ class Order:
     def gradients(self) -> int:
         """Partition gradients this order makes the workers compute."""
         return sum(len(p) for p in self.tasks.values())
+
+    def coefficients_of(self, worker: int) -> np.ndarray | None:
+        """Worker ``worker``'s combination coefficients (None: its single gradient, or stacked)."""
+        return self.coefficients.get(worker)
+
+    @property
+    def layout(self) -> tuple[tuple[int, ...], torch.dtype]:
+        """``(shape, dtype)`` of one reply; ValueError for an order built without a bound scheme."""
+        if self.shape is None or self.dtype is None:
+            raise ValueError("this order has no reply layout: build it with Scheme.order() after Scheme.bind()")
+        return tuple(self.shape), self.dtype
 
 
 @dataclass(frozen=True)
@@ -100,7 +118,8 @@ class SchemeResult:
         gradient: ``(d,)`` float tensor, the MEAN partition gradient (what the optimizer steps on).
         flagged: sorted worker ids judged Byzantine this step (decoder flags and invalid replies).
         exact: True when the code certified that ``gradient`` is the true mean.
-        info: diagnostics (decode_ms, aggregate_ms, undecided groups, ...).
+        info: diagnostics in the vocabulary of :mod:`codedbft.decoders.base` (``decode_ms``,
+            ``aggregate_ms``, ``reason`` when not exact, ...).
         computed: partition gradients the workers computed this step (all rounds).
         useful: distinct partition gradients the step needed (k).
     """
@@ -136,8 +155,10 @@ class Scheme:
     """An encoder + decoder + optional aggregator: everything the runtime knows about a method.
 
     Subclasses set ``name``, ``n``, ``k``, ``assignment`` (and ``code`` when there is one) and
-    implement :meth:`decode`. The runtime calls only :meth:`protocol`, :meth:`combine`,
-    :meth:`message_shape`, :meth:`message_dtype` and the state hooks.
+    implement :meth:`decode`. The runtime calls only :meth:`bind`, :meth:`worker_data`,
+    :meth:`protocol` and the state hooks; everything a backend needs travels in the orders.
+    Schemes are registered by name in :data:`~codedbft.schemes.registry.SCHEMES` with the scheme
+    parameters (``--scheme-param``) they read from ``config.params``.
     """
 
     name: str
@@ -165,10 +186,8 @@ class Scheme:
     def encoding_matrix(self) -> np.ndarray | None:
         """The code's ``(n, k)`` matrix B, computed once; None for schemes without a linear code."""
         if "_B" not in self.__dict__:
-            try:
-                self.__dict__["_B"] = None if self.code is None else np.asarray(self.code.B)
-            except NotImplementedError:
-                self.__dict__["_B"] = None
+            linear = self.code is not None and self.code.linear
+            self.__dict__["_B"] = np.asarray(self.code.B) if linear else None
         return self.__dict__["_B"]
 
     def coefficients(self, worker: int, partitions: Sequence[int]) -> np.ndarray | None:
@@ -198,10 +217,29 @@ class Scheme:
         return torch.promote_types(grad_dtype, torch.from_numpy(np.zeros(1, dtype=B.dtype)).dtype)
 
     # ---- master side -----------------------------------------------------------------------------
-    def first_order(self, active: Sequence[bool] | None = None) -> Order:
+    def order(self, tasks: Mapping[int, tuple[int, ...]], step: int = 0, *, stacked: bool = False,
+              op: str | None = None, payload: Any = None, shape: tuple[int, ...] | None = None,
+              dtype: torch.dtype | None = None) -> Order:
+        """A self-describing :class:`Order`: the coefficients of every task and the reply layout
+        (``message_shape``/``message_dtype`` of the bound model) filled in here, once."""
+        tasks = {int(w): tuple(p) for w, p in tasks.items()}
+        coefs: dict[int, np.ndarray | None] = {}
+        if op is None and not stacked:
+            coefs = {w: c for w, p in tasks.items() if (c := self.coefficients(w, p)) is not None}
+        reply = self.__dict__.get("_reply")
+        if reply is not None:
+            d, grad_dtype = reply
+            if shape is None and op is None:
+                p = len(next(iter(tasks.values()))) if tasks else 1
+                shape = self.message_shape(d, p, stacked)
+            dtype = dtype if dtype is not None else self.message_dtype(grad_dtype)
+        return Order(tasks, stacked=stacked, op=op, payload=payload, shape=None if shape is None else tuple(shape),
+                     dtype=dtype, coefficients=coefs, step=int(step))
+
+    def first_order(self, active: Sequence[bool] | None = None, step: int = 0) -> Order:
         """The first round: every active worker computes its assigned partitions."""
         act = np.ones(self.n, dtype=bool) if active is None else np.asarray(active, dtype=bool)
-        return Order({i: tuple(self.assignment[i]) for i in range(self.n) if act[i]}, stacked=self.stacked)
+        return self.order({i: tuple(self.assignment[i]) for i in range(self.n) if act[i]}, step, stacked=self.stacked)
 
     def protocol(self, step: int, active: Sequence[bool] | None = None) -> Generator[Order, Replies, SchemeResult]:
         """One step's conversation with the runtime (see the module docstring).
@@ -209,7 +247,7 @@ class Scheme:
         ``active`` (bool (n,)): workers still trusted; the others (isolated) are not asked and count
         as erasures. The default is one round: the first order, then :meth:`decode`.
         """
-        order = self.first_order(active)
+        order = self.first_order(active, step)
         replies = yield order
         messages, missing = self._full(replies)
         t0 = time.perf_counter()
@@ -237,8 +275,10 @@ class Scheme:
     # ---- data-encoding extension points (no-ops for gradient codes) ------------------------------
     def bind(self, dataset: Any, model: Any, spec: Any) -> None:
         """Called once by the master with the dataset, its ``FlatModel`` and the ``WorkerSpec``, before
-        any worker starts; schemes that encode the data (or need the model) check and prepare here,
-        raising ValueError for a combination they cannot run."""
+        any worker starts. The base records the reply layout (``model.d``, the gradient dtype) that
+        :meth:`order` writes into every order; schemes that encode the data (or need the model) also
+        check and prepare here, raising ValueError for a combination they cannot run."""
+        self.__dict__["_reply"] = (int(model.d), model.init_params().dtype)
 
     def worker_data(self, worker: int) -> Any:
         """Worker ``worker``'s program for operation orders (see :class:`Order`), shipped to it once at
@@ -246,12 +286,19 @@ class Scheme:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        """State to checkpoint (stateful aggregators keep state on the object)."""
-        return {} if self.aggregator is None else {"aggregator": self.aggregator}
+        """State to checkpoint: the aggregator's own ``state_dict()`` (stateful rules keep state on the
+        object). Plain data, never the live object, so a checkpoint restores *into* the objects the
+        decoder already holds (ByzShield's decoder keeps the rule it was built with)."""
+        return {} if self.aggregator is None else {"aggregator": self.aggregator.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if "aggregator" in state:
-            self.aggregator = state["aggregator"]
+        """Restore :meth:`state_dict` into the live objects (as ``torch.optim`` does)."""
+        saved = state.get("aggregator")
+        if saved is None or self.aggregator is None:
+            return
+        if hasattr(saved, "state_dict"):  # checkpoints before 0.2 pickled the rule object itself
+            saved = saved.state_dict()
+        self.aggregator.load_state_dict(saved)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary for config.json and logs."""

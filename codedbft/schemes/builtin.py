@@ -25,6 +25,7 @@ import torch
 
 from codedbft.schemes.base import Scheme, SchemeResult
 from codedbft.schemes.config import SchemeConfig
+from codedbft.schemes.registry import register_scheme
 
 
 def _rule(name: str, params: Any, f: int) -> Any:
@@ -73,6 +74,7 @@ class VanillaScheme(Scheme):
             grad = messages.new_zeros(messages.shape[1:])
             info["skipped"] = str(err)
         info["aggregate_ms"] = (time.perf_counter() - t0) * 1e3
+        info["reason"] = info.get("skipped") or "vanilla: a robust rule's output is an estimate, never certified"
         return SchemeResult(grad, (), False, info)
 
 
@@ -140,7 +142,8 @@ class DetoxScheme(Scheme):
         grad = agg.outer(buckets)
         info = dict(vote.info)
         info.update(decode_ms=(t1 - t0) * 1e3, aggregate_ms=(time.perf_counter() - t1) * 1e3,
-                    undecided=torch.nonzero(~vote.decided).flatten().tolist())
+                    undecided_ids=tuple(torch.nonzero(~vote.decided).flatten().tolist()),
+                    reason="detox: a robust rule over the group outputs is an estimate, never certified")
         # A robust rule over honest group values need not return their mean: DETOX never claims exactness.
         return SchemeResult(grad, vote.flagged, False, info)
 
@@ -162,12 +165,17 @@ class ByzShieldScheme(Scheme):
 
         self.config = config
         r = int(config.params.get("r", config.group_size or 3))
+        rule = config.aggregator or "median"
         if config.workers % r:
             raise ValueError(f"byzshield needs n = r*l: r={r} must divide n={config.workers}")
         if "l" in config.params and int(config.params["l"]) * r != config.workers:
             raise ValueError(f"byzshield needs n = r*l: l={config.params['l']}, r={r}, n={config.workers}")
-        self.code = ByzShieldCode(config.workers // r, r, aggregator=config.aggregator or "median",
-                                  q=config.byzantine)
+        self.code = ByzShieldCode(config.workers // r, r, aggregator=rule, q=config.byzantine)
+        if config.aggregator_params:  # the rule is sized by the code (f = files an optimal attack wins)
+            from codedbft.aggregators import by_name
+
+            tuned = by_name(rule, **{"f": self.code.f_files, **dict(config.aggregator_params)})
+            self.code = ByzShieldCode(config.workers // r, r, aggregator=tuned, q=config.byzantine)
         self.n, self.k = self.code.n, self.code.k
         self.aggregator = self.code.aggregator
 
@@ -178,3 +186,15 @@ class ByzShieldScheme(Scheme):
     def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
         res = self.code.decode(messages, missing=missing)
         return SchemeResult(_real(res.gradient) / self.k, tuple(res.flagged), bool(res.exact), dict(res.info))
+
+
+register_scheme("vanilla", VanillaScheme, params=(),
+                help="no redundancy: one partition per worker, a robust rule (default mean) over the n messages")
+register_scheme("draco-repetition", lambda c: DracoScheme(c, cyclic=False), params=(),
+                help="DRACO repetition groups of 2s+1, majority vote, exact when 2e+m <= 2s per group")
+register_scheme("draco-cyclic", lambda c: DracoScheme(c, cyclic=True), params=(),
+                help="DRACO cyclic MDS code, syndrome decoding, exact when 2e+m <= 2s")
+register_scheme("detox", DetoxScheme, params=(),
+                help="DETOX groups of r (default 3): vote, bucket means, a robust outer rule (default median)")
+register_scheme("byzshield", ByzShieldScheme, params=("r", "l"),
+                help="ByzShield MOLS assignment (n = r*l), vote per file, certified sum or robust rule")

@@ -48,6 +48,7 @@ import torch
 from codedbft._arrays import as_numpy
 from codedbft.schemes.base import Order, Replies, Scheme, SchemeResult
 from codedbft.schemes.config import SchemeConfig
+from codedbft.schemes.registry import register_scheme
 
 #: module types a least-squares model may contain (build_model("linear") without bias)
 _LINEAR_PARTS = frozenset({"Sequential", "Flatten", "Linear", "_Squeeze"})
@@ -138,6 +139,7 @@ class DataEncodingScheme(Scheme):
     # -- set-up ---------------------------------------------------------------------------------
     def bind(self, dataset: Any, model: Any, spec: Any) -> None:
         """Check the model is linear least squares, shuffle (seeded) and encode the training set."""
+        super().bind(dataset, model, spec)
         why = _is_linear_least_squares(model)
         if why is not None:
             raise ValueError(
@@ -193,7 +195,7 @@ class DataEncodingScheme(Scheme):
         o = self.outputs or 1
         slots = self.slots(step)
         asked = [i for i in range(self.n) if act[i]]
-        order1 = Order({i: (i,) for i in asked}, op="residual", payload=slots, shape=(len(slots) * o,))
+        order1 = self.order({i: (i,) for i in asked}, step, op="residual", payload=slots, shape=(len(slots) * o,))
         rep1 = yield order1
         m1, miss1 = self._full(rep1)
         t0 = time.perf_counter()
@@ -205,7 +207,8 @@ class DataEncodingScheme(Scheme):
         # Round 2 skips the workers round 1 caught: as erasures they cost half the distance of errors.
         caught = set(res1.flagged) | set(rep1.invalid)
         width = self._programs[0].block.cols.shape[0] * o  # d_b·o
-        order2 = Order({i: (i,) for i in asked if i not in caught}, op="gradient", payload=(slots, r), shape=(width,))
+        order2 = self.order({i: (i,) for i in asked if i not in caught}, step, op="gradient", payload=(slots, r),
+                            shape=(width,))
         rep2 = yield order2
         m2, miss2 = self._full(rep2)
         t1 = time.perf_counter()
@@ -218,9 +221,14 @@ class DataEncodingScheme(Scheme):
         dec2 = time.perf_counter() - t1
         flagged = tuple(sorted(caught | set(res2.flagged) | set(rep2.invalid)))
         info = {"decode_ms": (dec1 + dec2) * 1e3, "rows": rows, "caught_round1": sorted(caught),
-                "exact_round1": bool(res1.exact), "exact_round2": bool(res2.exact)}
+                "exact_round1": bool(res1.exact), "exact_round2": bool(res2.exact),
+                "reason": res1.info.get("reason") or res2.info.get("reason")}
         return SchemeResult(grad, flagged, bool(res1.exact and res2.exact), info, computed=len(asked), useful=self.k)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "t": self.code.t, "K": self.k, "storage_redundancy": self.code.redundancy,
                 "computation_redundancy": self.n / self.k}
+
+
+register_scheme("data-encoding", DataEncodingScheme, params=("locator", "solver"),
+                help="Data-Song-Diggavi encoded least-squares data, L1 decoding (linear model only)")

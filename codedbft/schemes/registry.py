@@ -1,30 +1,46 @@
-"""Schemes by name: ``build_scheme(config)`` and ``available_schemes()``."""
+"""Schemes by name: :data:`SCHEMES`, ``build_scheme(config)`` and ``available_schemes()``.
+
+Each scheme module registers its schemes at its end (``SCHEMES.register(name, builder, params=...)``,
+``builder(config) -> Scheme``); ``params`` are the scheme parameters (``--scheme-param KEY=VALUE``)
+it reads, so an unknown key is a configuration error that names the valid ones.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
+from codedbft.registry import Registry
 from codedbft.schemes.base import Scheme
 from codedbft.schemes.config import SchemeConfig
 
-_BUILDERS: dict[str, Callable[[SchemeConfig], Scheme]] = {}
+#: schemes by name; each entry is ``builder(SchemeConfig) -> Scheme``
+SCHEMES: Registry[Callable[[SchemeConfig], Scheme]] = Registry(
+    "scheme", plugins=("codedbft.schemes.builtin", "codedbft.schemes.rrr", "codedbft.schemes.data_encoding"))
+
+#: scheme parameters the runtime always supplies (the run seed), valid for every scheme
+RUNTIME_PARAMS = ("seed",)
 
 
-def register_scheme(name: str, builder: Callable[[SchemeConfig], Scheme]) -> None:
-    """Register ``builder(config) -> Scheme`` under ``name`` (e.g. "data-encoding", see schemes.base)."""
-    _BUILDERS[name] = builder
+def register_scheme(name: str, builder: Callable[[SchemeConfig], Scheme], *, params: Iterable[str] | None = None,
+                    help: str | None = None) -> None:
+    """Register ``builder(config) -> Scheme`` under ``name`` (e.g. "data-encoding", see schemes.base).
+
+    ``params``: the keys of ``config.params`` the scheme reads (None: any key, unchecked).
+    """
+    SCHEMES.register(name, builder, params=None if params is None else (*params, *RUNTIME_PARAMS), help=help)
 
 
 def available_schemes() -> tuple[str, ...]:
     """Names :func:`build_scheme` accepts, sorted."""
-    return tuple(sorted(_BUILDERS))
+    return SCHEMES.available()
 
 
 def build_scheme(config: SchemeConfig | None = None, **overrides: Any) -> Scheme:
     """Build the scheme ``config.name`` (fields of :class:`SchemeConfig` may be given as keywords).
 
     Raises:
-        ValueError: unknown name, or a configuration the scheme's code rejects (e.g. "n >= 2s+1").
+        ValueError: unknown name, unknown scheme parameter, or a configuration the scheme's code
+            rejects (e.g. "n >= 2s+1").
     """
     if config is None:
         config = SchemeConfig(**overrides)
@@ -32,27 +48,5 @@ def build_scheme(config: SchemeConfig | None = None, **overrides: Any) -> Scheme
         from dataclasses import replace
 
         config = replace(config, **overrides)
-    builder = _BUILDERS.get(config.name)
-    if builder is None:
-        raise ValueError(f"unknown scheme {config.name!r}; expected one of {available_schemes()}")
-    return builder(config)
-
-
-def _register_builtins() -> None:
-    from codedbft.schemes import builtin
-
-    register_scheme("vanilla", builtin.VanillaScheme)
-    register_scheme("draco-repetition", lambda c: builtin.DracoScheme(c, cyclic=False))
-    register_scheme("draco-cyclic", lambda c: builtin.DracoScheme(c, cyclic=True))
-    register_scheme("detox", builtin.DetoxScheme)
-    register_scheme("byzshield", builtin.ByzShieldScheme)
-    from codedbft.schemes import rrr
-
-    register_scheme("rrr", rrr.RRRScheme)
-    register_scheme("rrr-randomized", lambda c: rrr.RRRScheme(c, randomized=True))
-    from codedbft.schemes import data_encoding
-
-    register_scheme("data-encoding", data_encoding.DataEncodingScheme)
-
-
-_register_builtins()
+    SCHEMES.check_params(config.name, config.params, fixed=RUNTIME_PARAMS)
+    return SCHEMES.get(config.name)(config)

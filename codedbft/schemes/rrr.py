@@ -14,7 +14,7 @@ about 1/(1 + q f); unchecked steps are not exact.
 
 Isolated workers are known faulty, so only f' = f - |isolated| faults remain: f'+1 agreeing copies
 (2f'+1 on disagreement) suffice from then on. These mechanics are our reconstruction of the paper
-(codes.md §5); the tests check the invariants: exact gradient on every checked step, caught liars
+(docs/codes.md, RRR section); the tests check the invariants: exact gradient on every checked step, caught liars
 isolated forever, the efficiency figures.
 """
 
@@ -29,6 +29,7 @@ import torch
 
 from codedbft.schemes.base import Order, Replies, Scheme, SchemeResult
 from codedbft.schemes.config import SchemeConfig
+from codedbft.schemes.registry import register_scheme
 
 
 class RRRScheme(Scheme):
@@ -65,13 +66,13 @@ class RRRScheme(Scheme):
         self.isolated = set(state.get("isolated", ()))
 
     # -- the conversation -----------------------------------------------------------------------
-    def _ask(self, wanted: dict[int, list[int]]) -> Generator[Order, Replies, dict[tuple[int, int], torch.Tensor | None]]:
+    def _ask(self, wanted: dict[int, list[int]], step: int) -> Generator[Order, Replies, dict[tuple[int, int], torch.Tensor | None]]:
         """Have worker w compute partition j for every j in wanted[w]; one partition per worker per
         order (messages stay (d,)). Returns {(worker, partition): message or None (missing/invalid)}."""
         got: dict[tuple[int, int], torch.Tensor | None] = {}
         queue = {w: list(js) for w, js in wanted.items() if js}
         while queue:
-            order = Order({w: (js[0],) for w, js in queue.items()})
+            order = self.order({w: (js[0],) for w, js in queue.items()}, step)
             replies = yield order
             for row, w in enumerate(replies.workers):
                 got[(w, order.tasks[w][0])] = None if replies.missing[row] else replies.messages[row]
@@ -104,7 +105,7 @@ class RRRScheme(Scheme):
             for w in owners:
                 first[w].append(j)
         computed += sum(len(v) for v in first.values())
-        absorb((yield from self._ask(first)))
+        absorb((yield from self._ask(first, step)))
 
         # The check is drawn only now, after the replies: workers could not know it in advance.
         check = (not self.randomized) or bool(np.random.default_rng([self.seed, step, 0xC4EC]).random() < self.q)
@@ -112,6 +113,7 @@ class RRRScheme(Scheme):
         flagged: set[int] = set()
         decided: dict[int, torch.Tensor] = {}
         exact = check
+        reason = None if check else "unchecked step: one unverified copy per partition"
         while True:
             more: dict[int, list[int]] = defaultdict(list)
             for j in range(self.k):
@@ -142,22 +144,31 @@ class RRRScheme(Scheme):
                 if not cand:
                     decided[j] = best[0] if best is not None else None  # out of workers: best effort
                     exact = False
+                    reason = reason or f"partition {j}: out of workers before f'+1 copies agreed"
                     continue
                 for w in cand[: max(1, missing_copies)]:
                     more[w].append(j)
             if not more:
                 break
             computed += sum(len(v) for v in more.values())
-            absorb((yield from self._ask(more)))
+            absorb((yield from self._ask(more, step)))
 
         t0 = time.perf_counter()
         vals = [decided[j] for j in range(self.k)]
         if any(v is None for v in vals):
             exact = False
+            reason = reason or "a partition has no valid copy"
             like = next((v for v in vals if v is not None), None)
             vals = [torch.zeros_like(like) if v is None else v for v in vals] if like is not None else []
         grad = torch.stack(vals).sum(0) / self.k if vals else torch.zeros(0)
         self.isolated |= flagged
         info = {"decode_ms": (time.perf_counter() - t0) * 1e3, "checked": check,
-                "isolated_by_scheme": sorted(self.isolated), "f_remaining": f_rem}
+                "isolated_by_scheme": sorted(self.isolated), "f_remaining": f_rem,
+                "reason": None if exact else reason}
         return SchemeResult(grad, tuple(sorted(flagged)), exact, info, computed=computed, useful=self.k)
+
+
+register_scheme("rrr", RRRScheme, params=(),
+                help="RRR-BFT reactive redundancy: f+1 copies, 2f+1 on disagreement, liars isolated")
+register_scheme("rrr-randomized", lambda c: RRRScheme(c, randomized=True), params=("q",),
+                help="randomized RRR-BFT: one copy, checked with probability q (scheme param q, default 0.1)")
