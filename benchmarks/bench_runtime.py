@@ -17,7 +17,7 @@ into the fixed-order (n, d) stack, decode, aggregate, optimizer), plus ratios fr
 one run: ray / local (target <= 1.1 at d ~ 1e6) and (decode + aggregate) / step (target <= 10 %).
 The machine is shared: absolute times are noisy, ratios from one run are what to read.
 
-    /work/shared/tools/loopback python benchmarks/bench_runtime.py [--quick] [--out runs/bench/runtime.json]
+    python benchmarks/bench_runtime.py [--quick] [--out runs/bench/runtime.json]
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Shared fixtures. Ray tests use ONE session-scoped local Ray instance (run them through
-``/work/shared/tools/loopback python -m pytest ...`` so Ray binds to a private loopback)."""
+"""Shared fixtures. Ray tests use ONE session-scoped local Ray instance (on the development machines
+and CI the suite runs in a private loopback network namespace, see CONTRIBUTING.md)."""
 
 from __future__ import annotations
 

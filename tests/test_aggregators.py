@@ -484,7 +484,8 @@ def test_geomed_iterations_and_outlier_resistance():
 def test_registry_holds_every_exported_rule_class():
     exported = {getattr(aggregators_pkg, n) for n in aggregators_pkg.__all__}
     classes = {c for c in exported if isinstance(c, type) and issubclass(c, Aggregator) and c is not Aggregator}
-    assert {AGGREGATORS.get(n) for n in available()} == classes  # a rule file without the decorator fails
+    # an exported rule without the decorator fails; a new rule file needs no export to be built by name
+    assert classes <= {AGGREGATORS.get(n) for n in available()}
     assert all(AGGREGATORS.get(c.name) is c for c in classes)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from codedbft.encoders import ByzShieldCode, RepetitionCode
 from codedbft.encoders.byzshield import incidence_matrix, mols, optimal_attack
+from info_vocabulary import assert_common_info as check_info
 
 # docs/codes.md §3 (ByzShield, MLSys 2021, reproduced by exhaustive search): K = 15, q = 2..7.
 BYZSHIELD_L5_R3 = [0.04, 0.12, 0.20, 0.32, 0.48, 0.56]
@@ -369,25 +370,11 @@ def test_erasures_that_lose_files_skip_the_step():
 
 # ---- diagnostics vocabulary (codedbft.decoders.base), the decoder's home, the Code protocol ------
 
-OLD_KEYS = {"time_ms", "total_s", "project_s", "locate_s", "solve_s", "undecided_groups", "undecided_files",
-            "tolerance_groups", "slow_path_groups", "erased_workers", "nonfinite_copies", "erased", "error"}
 STAGES = {"vote_ms", "certify_ms", "combine_ms", "aggregate_ms"}
 
 
 def assert_common_info(res) -> None:
-    """The common keys with their types; stage timings are flat floats inside decode_ms; a non-empty
-    reason exactly when the result is not exact."""
-    info = res.info
-    assert type(info["decode_ms"]) is float and info["decode_ms"] >= 0.0
-    assert type(info["erasures"]) is int and type(info["nonfinite"]) is int
-    stages = {k: v for k, v in info.items() if k.endswith("_ms") and k != "decode_ms"}
-    assert stages.keys() == STAGES and all(type(v) is float and v >= 0.0 for v in stages.values()), stages
-    assert sum(stages.values()) <= info["decode_ms"] * (1 + 1e-9) + 1e-9
-    assert not OLD_KEYS & info.keys()
-    if res.exact:
-        assert info["reason"] is None
-    else:
-        assert isinstance(info["reason"], str) and info["reason"]
+    check_info(res, STAGES)
 
 
 def test_info_vocabulary_certified_robust_and_skipped(code53):

@@ -12,6 +12,7 @@ import torch
 from codedbft.decoders import L1Decoder
 from codedbft.decoders.l1 import _lp_highs, cosine_locator, make_locator, null_space, vandermonde_locator
 from codedbft.encoders import DataEncodingCode
+from info_vocabulary import assert_common_info as check_info
 
 REL = 1e-10  # "exact to float64 rounding"
 
@@ -364,25 +365,11 @@ def test_config_errors():
 # ---------------------------------------------------------------------------------------------------
 # Diagnostics vocabulary (codedbft.decoders.base) and the Code protocol
 # ---------------------------------------------------------------------------------------------------
-OLD_KEYS = {"time_ms", "total_s", "project_s", "locate_s", "solve_s", "undecided_groups", "undecided_files",
-            "tolerance_groups", "slow_path_groups", "erased_workers", "nonfinite_copies", "erased", "error"}
 STAGES = {"project_ms", "locate_ms", "solve_ms"}
 
 
 def assert_common_info(res) -> None:
-    """The common keys with their types; stage timings are flat floats inside decode_ms; a non-empty
-    reason exactly when the result is not exact."""
-    info = res.info
-    assert type(info["decode_ms"]) is float and info["decode_ms"] >= 0.0
-    assert type(info["erasures"]) is int and type(info["nonfinite"]) is int
-    stages = {k: v for k, v in info.items() if k.endswith("_ms") and k != "decode_ms"}
-    assert stages.keys() == STAGES and all(type(v) is float and v >= 0.0 for v in stages.values()), stages
-    assert sum(stages.values()) <= info["decode_ms"] * (1 + 1e-9) + 1e-9
-    assert not OLD_KEYS & info.keys()
-    if res.exact:
-        assert info["reason"] is None
-    else:
-        assert isinstance(info["reason"], str) and info["reason"]
+    check_info(res, STAGES)
 
 
 def test_info_vocabulary_both_rounds_and_beyond_capacity():

@@ -11,6 +11,7 @@ import torch
 
 from codedbft.decoders.majority import MajorityDecoder, majority_vote
 from codedbft.encoders import RepetitionCode
+from info_vocabulary import assert_common_info
 
 ATTACKS = ["huge", "tiny", "collude", "signflip", "zeros", "nan", "inf"]
 
@@ -268,24 +269,7 @@ def test_max_distortion_matches_brute_force(n, r):
 
 # ---- diagnostics vocabulary (codedbft.decoders.base) and the Code protocol -----------------------
 
-OLD_KEYS = {"time_ms", "total_s", "project_s", "locate_s", "solve_s", "undecided_groups", "undecided_files",
-            "tolerance_groups", "slow_path_groups", "erased_workers", "nonfinite_copies", "erased", "error"}
 
-
-def assert_common_info(res) -> None:
-    """The common keys with their types; stage timings are flat floats inside decode_ms; a non-empty
-    reason exactly when the result is not exact."""
-    info = res.info
-    assert type(info["decode_ms"]) is float and info["decode_ms"] >= 0.0
-    assert type(info["erasures"]) is int and type(info["nonfinite"]) is int
-    stages = {k: v for k, v in info.items() if k.endswith("_ms") and k != "decode_ms"}
-    assert stages and all(type(v) is float and v >= 0.0 for v in stages.values()), stages
-    assert sum(stages.values()) <= info["decode_ms"] * (1 + 1e-9) + 1e-9
-    assert not OLD_KEYS & info.keys()
-    if res.exact:
-        assert info["reason"] is None
-    else:
-        assert isinstance(info["reason"], str) and info["reason"]
 
 
 def check_optional_pieces(code) -> tuple[bool, bool, bool]:

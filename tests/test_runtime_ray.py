@@ -1,7 +1,7 @@
 """The Ray backend: the same model bit for bit as the local simulator, and a worker process killed
 mid-run is restarted while its missing replies are corrected as erasures (same final model).
 
-Run through ``/work/shared/tools/loopback python -m pytest tests/test_runtime_ray.py``. One set of 6
+Run as every Ray test is (CONTRIBUTING.md: in a private loopback network namespace). One set of 6
 warm actors serves every test of the module (actor start-up costs seconds per process)."""
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ class ForgeJob:
 
     def forge(self) -> torch.Tensor:
         """The coalition's forged messages ``(b, ...)``, shaped and typed like ``own``."""
-        return coalition_messages(self.attack, _tensor(self.honest), _tensor(self.own), self.ids,
+        return coalition_messages(self.attack, as_tensor(self.honest), as_tensor(self.own), self.ids,
                                   step=self.step, seed=self.seed, n=self.n, assignment=self.assignment)
 
     def message_of(self, worker: int) -> np.ndarray:
@@ -107,7 +107,8 @@ class ForgeJob:
         return self.forge()[self.ids.index(worker)].numpy()
 
 
-def _tensor(a: Any) -> torch.Tensor:
+def as_tensor(a: Any) -> torch.Tensor:
+    """A torch view of a (possibly read-only, Ray-shared) numpy array, without a copy."""
     if isinstance(a, torch.Tensor):
         return a
     import warnings

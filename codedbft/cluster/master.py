@@ -41,7 +41,7 @@ from codedbft.cluster.backend import Collected, make_backend
 from codedbft.cluster.config import RunConfig
 from codedbft.cluster.rundir import RunDir
 from codedbft.cluster.worker import WorkerCore, WorkerSpec
-from codedbft.schemes import Order, Replies, Scheme, SchemeResult, build_scheme
+from codedbft.schemes import Replies, Scheme, SchemeResult, build_scheme
 
 __all__ = ["Master", "make_backend", "model_sha256"]
 

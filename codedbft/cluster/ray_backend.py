@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from codedbft.cluster.adversary import Coalition, ForgeJob, forging_round
 from codedbft.cluster.backend import BACKENDS, Collected, StackBuilder

@@ -12,14 +12,13 @@ worker (:class:`~codedbft.cluster.adversary.ForgeJob`, the one adversary path).
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from codedbft.cluster.adversary import ForgeJob, coalition_messages  # noqa: F401 - re-exported
+from codedbft.cluster.adversary import ForgeJob, as_tensor, coalition_messages  # noqa: F401 - re-exported
 from codedbft.schemes.base import combine
 
 
@@ -69,15 +68,6 @@ class WorkerCore:
 
             y = LabelFlip.flip_labels(y, self.ds.num_classes)
         return self.model.partition_gradients(w, X, y)
-
-
-def as_tensor(w: Any) -> torch.Tensor:
-    """A torch view of a (possibly read-only, Ray-shared) numpy array, without a copy."""
-    if isinstance(w, torch.Tensor):
-        return w
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # read-only plasma buffer: never written to
-        return torch.from_numpy(w)
 
 
 def run_program(program: Any, op: str, w: Any, step: int, payload: Any, poisoned: bool) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Schemes by name: :data:`SCHEMES`, ``build_scheme(config)`` and ``available_schemes()``.
 
-Each scheme module registers its schemes at its end (``SCHEMES.register(name, builder, params=...)``,
+Each module of the ``codedbft.schemes`` package registers its schemes at its end (a new scheme is
+one new module there, found without touching any list) (``SCHEMES.register(name, builder, params=...)``,
 ``builder(config) -> Scheme``); ``params`` are the scheme parameters (``--scheme-param KEY=VALUE``)
 it reads, so an unknown key is a configuration error that names the valid ones.
 """
@@ -14,8 +15,7 @@ from codedbft.schemes.base import Scheme
 from codedbft.schemes.config import SchemeConfig
 
 #: schemes by name; each entry is ``builder(SchemeConfig) -> Scheme``
-SCHEMES: Registry[Callable[[SchemeConfig], Scheme]] = Registry(
-    "scheme", plugins=("codedbft.schemes.builtin", "codedbft.schemes.rrr", "codedbft.schemes.data_encoding"))
+SCHEMES: Registry[Callable[[SchemeConfig], Scheme]] = Registry("scheme", package="codedbft.schemes")
 
 #: scheme parameters the runtime always supplies (the run seed), valid for every scheme
 RUNTIME_PARAMS = ("seed",)
