@@ -168,3 +168,32 @@ def test_stateful_schemes_resume_bit_identically(tmp_path, extra):
         assert decoder_rule is None or decoder_rule is resumed.scheme.aggregator
         assert resumed.scheme.aggregator.state_dict().keys() == live.state_dict().keys()
     assert resumed.run()["model_sha256"] == sha
+
+
+def test_a_backend_registered_by_name_runs_the_self_describing_orders_alone():
+    """A backend is a class plus a registry line; it sees orders (partitions, coefficients, reply
+    layout, step), never the scheme, and gives the local simulator's model."""
+    from codedbft.cluster.backend import BACKENDS
+    from codedbft.cluster.local import LocalBackend
+
+    class Recording(LocalBackend):
+        orders: list = []
+
+        def execute(self, order, w, coalition, timeout_s):
+            self.orders.append(order)
+            return super().execute(order, w, coalition, timeout_s)
+
+    BACKENDS.register("recording-for-test", Recording)
+    try:
+        cfg = RunConfig(**{**SMALL, "scheme": "draco-cyclic", "workers": 5, "attack": "alie", "steps": 3})
+        sha = Master(cfg.replace(backend="recording-for-test")).run()["model_sha256"]
+    finally:
+        BACKENDS.unregister("recording-for-test")
+    assert sha == Master(cfg).run()["model_sha256"]
+    assert [o.step for o in Recording.orders] == [0, 1, 2]
+    d = Master(cfg).core.model.d
+    code = Master(cfg).scheme.code
+    for order in Recording.orders:
+        assert order.layout == ((d,), torch.float64)  # the cyclic code's real coefficients promote
+        for w in order.workers:
+            assert np.array_equal(order.coefficients_of(w), code.B[w, list(order.tasks[w])])
