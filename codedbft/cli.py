@@ -52,13 +52,17 @@ def _registries() -> dict[str, Any]:
     from codedbft.attacks.base import ATTACKS
     from codedbft.attacks.placement import PLACEMENTS
     from codedbft.cluster.backend import BACKENDS
+    from codedbft.cluster.trainer import SETTINGS
+    from codedbft.decentralized.rules import RULES
     from codedbft.schemes.registry import SCHEMES
+    from codedbft.topology import TOPOLOGIES
     from codedbft.training.datasets import DATASETS
     from codedbft.training.models import MODELS
     from codedbft.training.optim import OPTIMIZERS
 
-    return dict(scheme=SCHEMES, aggregator=AGGREGATORS, attack=ATTACKS, placement=PLACEMENTS, dataset=DATASETS,
-                model=MODELS, optimizer=OPTIMIZERS, backend=BACKENDS)
+    return dict(setting=SETTINGS, scheme=SCHEMES, aggregator=AGGREGATORS, attack=ATTACKS, placement=PLACEMENTS,
+                dataset=DATASETS, model=MODELS, optimizer=OPTIMIZERS, backend=BACKENDS, topology=TOPOLOGIES,
+                rule=RULES)
 
 
 def _name_flag(group: Any, flag: str, registry: Any, text: str, extra: tuple[str, ...] = ()) -> None:
@@ -79,7 +83,8 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     kv = dict(type=_kv, action="append", default=S, metavar="KEY=VALUE")
     p.add_argument("--config", help="YAML/JSON file with the same keys as the flags")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    g = p.add_argument_group("scheme")
+    _name_flag(p, "--setting", reg["setting"], "the trust model")
+    g = p.add_argument_group("scheme (setting master)")
     _name_flag(g, "--scheme", reg["scheme"], "the Byzantine-resilient method")
     _name_flag(g, "--aggregator", reg["aggregator"], "robust rule (vanilla: over the n messages; detox: outer; "
                "byzshield: over the files)")
@@ -92,6 +97,21 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--bucket", type=int, default=S, help="DETOX bucket size (groups per bucket mean)")
     g.add_argument("--scheme-param", dest="scheme_params", **kv,
                    help="a scheme parameter (repeatable), e.g. q=0.2 for rrr-randomized")
+    g = p.add_argument_group("decentralized (setting decentralized: UBAR paper)")
+    g.add_argument("--nodes", type=int, default=S, help="number of nodes (default: --workers)")
+    _name_flag(g, "--topology", reg["topology"], "the communication graph")
+    g.add_argument("--connection", type=float, default=S, help="connection rate p of the erdos-renyi graph")
+    g.add_argument("--topology-param", dest="topology_params", **kv, help="a topology parameter (repeatable), e.g. k=4")
+    _name_flag(g, "--rule", reg["rule"], "the neighbourhood aggregation rule")
+    g.add_argument("--rule-param", dest="rule_params", **kv, help="a rule parameter (repeatable), e.g. rho=0.4")
+    g.add_argument("--alpha", type=float, default=S, help="weight of the node's own estimate in the update (GUF)")
+    g = p.add_argument_group("byzantine servers (setting byzantine-servers: ByzSGD)")
+    g.add_argument("--servers", type=int, default=S, help="replicated parameter servers n_ps")
+    g.add_argument("--byzantine-servers", type=int, default=S, help="Byzantine servers f_ps (< n_ps / 3)")
+    g.add_argument("--server-rule", choices=("median", "mda"), default=S,
+                   help="what a worker takes of the servers' models")
+    g.add_argument("--contraction-every", type=int, default=S,
+                   help="T: distributed median contraction of the servers every T steps (0: never)")
     g = p.add_argument_group("adversary")
     _name_flag(g, "--attack", reg["attack"], "what the Byzantine workers send", extra=("none",))
     g.add_argument("--attack-param", dest="attack_params", **kv, help="a parameter of the attack (repeatable)")
@@ -144,7 +164,8 @@ def _add_defaults(parser: argparse.ArgumentParser) -> None:
 
 #: what a resumed run may change: how long and where it runs, never what it computes
 _RESUME_KEYS = ("steps", "backend", "address", "num_cpus", "timeout_s", "max_restarts")
-_DICT_KEYS = ("aggregator_params", "scheme_params", "attack_params", "dataset_params", "model_params")
+_DICT_KEYS = ("aggregator_params", "scheme_params", "attack_params", "dataset_params", "model_params",
+              "topology_params", "rule_params")
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
@@ -164,10 +185,13 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _table(summary: dict[str, Any]) -> str:
-    keys = ("scheme", "backend", "steps", "d", "final_loss", "final_test_accuracy", "flagged_total",
-            "erasures_total", "skipped_steps", "computation_efficiency", "wall_s", "model_sha256")
+    keys = ("setting", "scheme", "rule", "backend", "steps", "d", "final_loss", "final_test_accuracy",
+            "worst_benign_test_accuracy", "spread", "server_spread", "flagged_total", "erasures_total",
+            "missing_total", "skipped_steps", "computation_efficiency", "wall_s", "model_sha256")
     rows = []
     for k in keys:
+        if k not in summary:
+            continue
         v = summary.get(k)
         rows.append((k, f"{v:.4f}" if isinstance(v, float) else str(v)))
     width = max(len(k) for k, _ in rows)
@@ -176,7 +200,7 @@ def _table(summary: dict[str, Any]) -> str:
 
 
 def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from codedbft.cluster.master import Master
+    from codedbft.cluster.trainer import Trainer, make_trainer
 
     try:
         if args.resume:
@@ -186,9 +210,9 @@ def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 raise ValueError(f"--resume continues the run as configured; only {', '.join(_RESUME_KEYS)} "
                                  f"may change (got {', '.join(fixed) or '--config'})")
             overrides = {k: v for k, v in given.items() if k in _RESUME_KEYS}
-            master = Master.resume(args.resume, **overrides)
+            master = Trainer.resume(args.resume, **overrides)
         else:
-            master = Master(_config_from_args(args))
+            master = make_trainer(_config_from_args(args))
     except (ValueError, OSError) as err:
         parser.error(str(err))  # exit code 2, before any worker starts
     try:

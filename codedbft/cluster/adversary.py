@@ -198,3 +198,40 @@ def forge_here(job: ForgeJob) -> dict[int, Any]:
     """Run ``job`` in this process: the local simulator's :data:`ForgeRunner` (one forge for all)."""
     forged = job.forge()
     return {row: forged[j] for j, row in enumerate(job.rows)}
+
+
+# -- settings without a trusted master: one forgery per receiver ----------------------------------
+def target_seed(seed: int, target: int, stream: int = 0) -> int:
+    """The attack seed for what the coalition sends to ``target`` (a node, a server): Byzantine
+    participants may send different messages to different receivers, each reproducible."""
+    return int(np.random.SeedSequence([int(seed), int(target), int(stream)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def forge_for(attack: Any, honest: torch.Tensor, byzantine_ids: Sequence[int], *, step: int, seed: int,
+              target: int, stream: int = 0, own: torch.Tensor | None = None) -> torch.Tensor | None:
+    """What the Byzantine senders ``byzantine_ids`` send to one receiver ``target``, ``(b, d)``.
+
+    ``honest (h, d)``: what the attack may see at that receiver (the benign messages it gets: a
+    node's benign neighbourhood, the correct servers' models, the correct workers' gradients);
+    ``own``: the senders' own honest messages (default: the true value per sender, see
+    :class:`~codedbft.attacks.base.AttackContext`). Rule 3 of the module docstring holds here too:
+    a forgery that raises returns None, and the caller treats those senders as missing at that
+    receiver, never as their honest message and never as an exception.
+    """
+    b, h = len(byzantine_ids), honest.shape[0]
+    if not b:
+        return honest.new_empty((0, honest.shape[1]))
+    # the attack sees the receiver's view: h honest senders, then the b Byzantine ones (ids h..h+b-1)
+    local_ids = tuple(range(h, h + b))
+    try:
+        return coalition_messages(attack, honest, own if own is not None else _default_own(honest, b), local_ids,
+                                  step=step, seed=target_seed(seed, target, stream), n=h + b)
+    except Exception:  # noqa: BLE001 - a Byzantine sender that cannot forge sends nothing
+        return None
+
+
+def _default_own(honest: torch.Tensor, b: int) -> torch.Tensor:
+    """The senders' own honest messages when they hold none: the honest mean, once per sender."""
+    if honest.shape[0] == 0:
+        return honest.new_zeros((b, honest.shape[1]))
+    return honest.mean(dim=0, keepdim=True).expand(b, -1).contiguous()

@@ -26,14 +26,39 @@ def _check_names(config: "RunConfig") -> None:
     from codedbft.training.models import MODELS
     from codedbft.training.optim import OPTIMIZERS
 
-    checks = [(BACKENDS, config.backend), (PLACEMENTS, config.placement), (SCHEMES, config.scheme),
-              (DATASETS, config.dataset), (MODELS, config.model), (OPTIMIZERS, config.optimizer)]
+    from codedbft.cluster.trainer import SETTINGS
+
+    checks = [(SETTINGS, config.setting), (BACKENDS, config.backend), (PLACEMENTS, config.placement),
+              (SCHEMES, config.scheme), (DATASETS, config.dataset), (MODELS, config.model),
+              (OPTIMIZERS, config.optimizer)]
     if config.aggregator is not None:
         checks.append((AGGREGATORS, config.aggregator))
     if config.attacked:
         checks.append((ATTACKS, config.attack))
+    if config.setting == "decentralized":
+        from codedbft.decentralized.rules import RULES
+        from codedbft.topology import TOPOLOGIES
+
+        checks += [(TOPOLOGIES, config.topology), (RULES, config.rule)]
     for registry, name in checks:
         registry.entry(name)
+
+
+def _check_setting(config: "RunConfig") -> None:
+    """The constraints of the decentralized and Byzantine-server settings (before any worker starts)."""
+    if config.nodes is not None and config.nodes < 2:
+        raise ValueError(f"nodes must be >= 2, got {config.nodes}")
+    if not 0.0 <= config.alpha < 1.0:
+        raise ValueError(f"alpha must satisfy 0 <= alpha < 1 (the GUF's weight of the node's own estimate), got {config.alpha}")
+    if config.servers < 1:
+        raise ValueError(f"servers must be >= 1, got {config.servers}")
+    if not 0 <= config.byzantine_servers or 3 * config.byzantine_servers >= config.servers:
+        raise ValueError(f"byzantine-servers needs f_ps < n_ps / 3 (ByzSGD), got byzantine_servers="
+                         f"{config.byzantine_servers}, servers={config.servers}")
+    if config.contraction_every < 0:
+        raise ValueError(f"contraction_every must be >= 0 (0: never), got {config.contraction_every}")
+    if config.server_rule not in ("median", "mda"):
+        raise ValueError(f"server_rule must be 'median' or 'mda' (ByzSGD), got {config.server_rule!r}")
 
 
 @dataclass(frozen=True)
@@ -53,8 +78,16 @@ class RunConfig:
     ``max_restarts``, ``isolate_after`` (stop asking a worker flagged that many times), ``dedup``
     (local backend computes each distinct partition once).
     Output: ``run_dir``, ``eval_every``, ``log_every``, ``checkpoint_every``.
+    Trust model: ``setting`` ("master", "decentralized", "byzantine-servers").
+    Decentralized (UBAR paper): ``nodes`` (default: ``workers``), ``topology`` with ``connection``
+    (Erdős–Rényi p) and ``topology_params``, the neighbourhood ``rule`` and ``rule_params``,
+    ``alpha`` of the general update function.
+    Byzantine servers (ByzSGD): ``servers`` (n_ps), ``byzantine_servers`` (f_ps < n_ps / 3),
+    ``server_rule`` (what a worker takes of the servers' models: "median" or "mda"),
+    ``contraction_every`` (T: the distributed median contraction every T steps; 0 never).
     """
 
+    setting: str = "master"
     scheme: str = "draco-repetition"
     aggregator: str | None = None
     aggregator_params: Mapping[str, Any] = field(default_factory=dict)
@@ -92,6 +125,19 @@ class RunConfig:
     isolate_after: int | None = None
     dedup: bool = True
 
+    nodes: int | None = None
+    topology: str = "erdos-renyi"
+    connection: float = 0.4
+    topology_params: Mapping[str, Any] = field(default_factory=dict)
+    rule: str = "ubar"
+    rule_params: Mapping[str, Any] = field(default_factory=dict)
+    alpha: float = 0.5
+
+    servers: int = 4
+    byzantine_servers: int = 0
+    server_rule: str = "median"
+    contraction_every: int = 10
+
     run_dir: str | None = None
     eval_every: int = 50
     log_every: int = 1
@@ -118,6 +164,7 @@ class RunConfig:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.isolate_after is not None and self.isolate_after < 1:
             raise ValueError(f"isolate_after must be >= 1, got {self.isolate_after}")
+        _check_setting(self)
         if self.address is not None and self.backend != "ray":
             raise ValueError("--address names a Ray cluster: it needs backend='ray'")
 
@@ -140,6 +187,11 @@ class RunConfig:
             aggregator=self.aggregator, aggregator_params=dict(self.aggregator_params),
             group_size=self.group_size, bucket=self.bucket, params={"seed": self.seed, **self.scheme_params},
         )
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        """The configuration keys (a run directory's config.json may hold more, e.g. scheme_info)."""
+        return frozenset(f.name for f in fields(cls))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

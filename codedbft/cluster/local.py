@@ -62,7 +62,8 @@ class LocalBackend:
         if order.op is not None:  # each worker runs its own program (encoded data), as on Ray
             out = StackBuilder(len(workers), *order.layout)
             for i, wk in enumerate(workers):
-                out.put(i, run_program(self.programs[wk], order.op, w, order.step, order.payload, i in poisoned))
+                out.put(i, run_program(self.programs[wk], order.op, w, order.step, order.payload, i in poisoned,
+                                       self.core))
             return out
         tasks = [order.tasks[i] for i in workers]
         # One batched call per (task length, poisoned) class: a single class in the common case,

@@ -28,7 +28,6 @@ erasures, which a code corrects at half the cost of an error.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -40,15 +39,11 @@ from codedbft.cluster.adversary import Adversary, Coalition
 from codedbft.cluster.backend import Collected, make_backend
 from codedbft.cluster.config import RunConfig
 from codedbft.cluster.rundir import RunDir
+from codedbft.cluster.trainer import SETTINGS, Trainer, model_sha256
 from codedbft.cluster.worker import WorkerCore, WorkerSpec
 from codedbft.schemes import Replies, Scheme, SchemeResult, build_scheme
 
 __all__ = ["Master", "make_backend", "model_sha256"]
-
-
-def model_sha256(w: torch.Tensor) -> str:
-    """SHA-256 of the parameter vector's bytes (bit-identity check across backends and resumes)."""
-    return hashlib.sha256(w.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def _placement(config: RunConfig, scheme: Scheme) -> Any:
@@ -58,7 +53,8 @@ def _placement(config: RunConfig, scheme: Scheme) -> Any:
                              ids=config.placement_ids, seed=config.seed, redraw=config.redraw)
 
 
-class Master:
+@SETTINGS.register("master", help="one trusted master, coded workers (DRACO, DETOX, ByzShield, RRR, data encoding)")
+class Master(Trainer):
     """Runs training for a :class:`RunConfig` on a backend (see the module docstring).
 
     Everything that can be checked without workers (scheme, code constraints, attack and placement
@@ -106,26 +102,16 @@ class Master:
         self.last_row: dict[str, Any] = {}
         self._started = False
 
-    # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "Master":
-        if not self._started:
-            programs = [self.scheme.worker_data(i) for i in range(self.scheme.n)]  # data-encoding workers
-            self.backend.start(self.scheme.n, self.spec, self.core.ds, programs)
-            self._started = True
-            if self.rundir is not None and not self.rundir.config_path.exists():
-                self.rundir.write_config({**self.config.to_dict(), "scheme_info": self.scheme.describe()})
-        return self
+    # -- lifecycle (the rest is Trainer's) -----------------------------------------------------
+    def _start_workers(self) -> None:
+        programs = [self.scheme.worker_data(i) for i in range(self.scheme.n)]  # data-encoding workers
+        self.backend.start(self.scheme.n, self.spec, self.core.ds, programs)
 
-    def close(self) -> None:
-        if self._started:
-            self.backend.close()
-            self._started = False
+    def describe(self) -> dict[str, Any]:
+        return {"scheme_info": self.scheme.describe()}
 
-    def __enter__(self) -> "Master":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def _progress_postfix(self, row: dict[str, Any], acc: Any) -> dict[str, Any]:
+        return {**super()._progress_postfix(row, acc), "flagged": self.totals["flagged"]}
 
     # -- one step -------------------------------------------------------------------------------
     def _validate(self, got: Collected) -> Replies:
@@ -239,14 +225,6 @@ class Master:
                 row["test_accuracy"] = self.test_accuracy()
         return row
 
-    def _log(self, row: dict[str, Any]) -> None:
-        """Run directory: the metrics row (on its schedule) and the checkpoint every k steps."""
-        if self.rundir is not None and "loss" in row:
-            self.rundir.append_metrics([row])
-        if self.rundir is not None and self.step_idx % self.config.checkpoint_every == 0:
-            self.save_checkpoint()
-        self.last_row = row
-
     # -- evaluation, checkpoints, summary ------------------------------------------------------
     def test_accuracy(self) -> float | None:
         ds = self.core.ds
@@ -275,27 +253,6 @@ class Master:
         self.elapsed_s = float(state["elapsed_s"])
         self.scheme.load_state_dict(state["scheme"])
 
-    def save_checkpoint(self) -> None:
-        assert self.rundir is not None
-        self.rundir.save_checkpoint(self.step_idx, self.state_dict())
-
-    @classmethod
-    def resume(cls, run_dir: str, backend: Any = None, **overrides: Any) -> "Master":
-        """A master for the run in ``run_dir``, restored from its last checkpoint (or its start).
-
-        ``overrides`` may change runtime-only keys (``steps``, ``backend``, ``address``, ...); metrics
-        rows after the checkpoint are dropped, since the resumed run writes them again.
-        """
-        rd = RunDir(run_dir)
-        data = {k: v for k, v in rd.read_config().items() if k != "scheme_info"}
-        config = RunConfig.from_dict({**data, **overrides, "run_dir": str(run_dir)})
-        master = cls(config, backend=backend, run_dir=run_dir)
-        state = rd.load_checkpoint()
-        if state is not None:
-            master.load_state_dict(state)
-        rd.truncate_metrics(master.step_idx)
-        return master
-
     def summary(self) -> dict[str, Any]:
         acc = self.test_accuracy()
         tot = self.totals
@@ -305,39 +262,6 @@ class Master:
                 "skipped_steps": int(tot["skipped"]), "inexact_steps": int(tot["inexact"]),
                 "isolated": np.flatnonzero(~self.active).tolist(),
                 "computation_efficiency": tot["useful"] / tot["computed"] if tot["computed"] else None,
-                "wall_s": self.elapsed_s, "scheme": self.scheme.name, "backend": self.config.backend,
+                "wall_s": self.elapsed_s, "setting": "master", "scheme": self.scheme.name,
+                "backend": self.config.backend,
                 "d": self.core.model.d}
-
-    def run(self, steps: int | None = None, progress: bool = False) -> dict[str, Any]:
-        """Train until ``steps`` (default ``config.steps``) steps are done; returns the summary.
-
-        With a run directory, writes metrics, checkpoints, ``summary.json`` and the plots.
-        """
-        steps = self.config.steps if steps is None else steps
-        self.start()
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=steps, initial=self.step_idx, desc=f"{self.scheme.name}/{self.config.backend}",
-                       dynamic_ncols=True)
-        acc = None
-        try:
-            while self.step_idx < steps:
-                row = self.step()
-                if bar is not None:
-                    acc = row.get("test_accuracy", acc)
-                    bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",
-                                    acc="-" if acc is None else f"{acc:.3f}",
-                                    flagged=self.totals["flagged"], refresh=False)
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-        summary = self.summary()
-        if self.rundir is not None:
-            if self.step_idx % self.config.checkpoint_every:
-                self.save_checkpoint()
-            self.rundir.write_summary(summary)
-            self.rundir.plot()
-        return summary

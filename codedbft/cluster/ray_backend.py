@@ -92,11 +92,19 @@ class RayBackend:
         self.actors = [cls.options(**opts).remote(i, spec, self._data_ref, programs[i]) for i in range(n)]
         ray.get([a.pid.remote() for a in self.actors])  # wait until every actor is built
 
-    def pids(self) -> list[int]:
-        """OS process ids of the worker actors (fault-injection tests kill one)."""
+    def pids(self, wait_s: float = 60.0) -> list[int]:
+        """OS process ids of the worker actors (fault-injection tests kill one); waits up to
+        ``wait_s`` for actors that Ray is restarting."""
         import ray
 
-        return ray.get([a.pid.remote() for a in self.actors])
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return ray.get([a.pid.remote() for a in self.actors])
+            except ray.exceptions.ActorUnavailableError:  # restarting: ask again
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def broadcast(self, w: torch.Tensor) -> Any:
         import ray

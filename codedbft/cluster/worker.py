@@ -70,11 +70,15 @@ class WorkerCore:
         return self.model.partition_gradients(w, X, y)
 
 
-def run_program(program: Any, op: str, w: Any, step: int, payload: Any, poisoned: bool) -> np.ndarray:
-    """One worker's message for an operation order (data-encoding schemes, see ``schemes.base.Order``):
-    its program, shipped once at start, run on this step's model and the order's payload."""
+def run_program(program: Any, op: str, w: Any, step: int, payload: Any, poisoned: bool,
+                core: "WorkerCore | None" = None) -> np.ndarray:
+    """One worker's message for an operation order (see ``schemes.base.Order``): its program, shipped
+    once at start, run on this step's model and the order's payload. A program with ``needs_core``
+    (decentralized nodes, ByzSGD workers) also gets the worker's dataset and model (``core``)."""
     if program is None:
         raise ValueError(f"operation order {op!r} sent to a worker without a program (Scheme.worker_data)")
+    if getattr(program, "needs_core", False):
+        return np.asarray(program(op, as_tensor(w), step, payload, poisoned, core))
     return np.asarray(program(op, as_tensor(w), step, payload, poisoned))
 
 
@@ -93,7 +97,7 @@ class WorkerActorImpl:
     def run_op(self, op: str, w: Any, step: int, payload: Any, poisoned: bool):
         """This worker's honest message for an operation order; returns ``(message, compute_ms)``."""
         t0 = time.perf_counter()
-        msg = run_program(self.program, op, w, step, payload, poisoned)
+        msg = run_program(self.program, op, w, step, payload, poisoned, self.core)
         return msg, (time.perf_counter() - t0) * 1e3
 
     def pid(self) -> int:

@@ -1,0 +1,162 @@
+"""What every trust model's trainer shares: lifecycle, the run loop, checkpoints, resume, summary.
+
+Three settings (``RunConfig.setting``, registry :data:`SETTINGS`) train on the same backends, with
+the same attacks, datasets, run directory and bit-identity guarantee:
+
+* ``master``: one trusted master and coded workers (:class:`~codedbft.cluster.master.Master`);
+* ``decentralized``: no server, nodes of a topology aggregate their neighbours' estimates
+  (:class:`~codedbft.decentralized.trainer.DecentralizedTrainer`, the UBAR paper);
+* ``byzantine-servers``: replicated parameter servers, some Byzantine
+  (:class:`~codedbft.servers.trainer.ByzSGDTrainer`, ByzSGD).
+
+A subclass implements ``__init__`` (everything checkable before any worker starts, raising
+ValueError naming the constraint), :meth:`_start_workers`, :meth:`step`, :meth:`state_dict`,
+:meth:`load_state_dict`, :meth:`summary` and :attr:`model_sha256`; the base runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from codedbft.cluster.config import RunConfig
+from codedbft.cluster.rundir import RunDir
+from codedbft.registry import Registry
+
+#: trust models by name; each entry is a Trainer subclass built as ``cls(config, backend=, run_dir=)``
+SETTINGS: Registry[Any] = Registry("setting", plugins=("codedbft.cluster.master", "codedbft.decentralized.trainer",
+                                                       "codedbft.servers.trainer"))
+
+
+def model_sha256(w: torch.Tensor) -> str:
+    """SHA-256 of the parameter tensor's bytes (bit-identity check across backends and resumes)."""
+    return hashlib.sha256(w.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def make_trainer(config: RunConfig, backend: Any = None, run_dir: str | None = None) -> "Trainer":
+    """The trainer of ``config.setting``."""
+    return SETTINGS.get(config.setting)(config, backend=backend, run_dir=run_dir)
+
+
+class Trainer:
+    """Base of the settings' trainers (see the module docstring)."""
+
+    config: RunConfig
+    backend: Any
+    rundir: RunDir | None
+    step_idx: int = 0
+    _started: bool = False
+
+    # -- to implement ----------------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Extra JSON-able facts for config.json (the scheme, the topology, ...)."""
+        return {}
+
+    def step(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def model_sha256(self) -> str:
+        raise NotImplementedError
+
+    def _progress_postfix(self, row: dict[str, Any], acc: Any) -> dict[str, Any]:
+        return {"loss": f"{row.get('loss', float('nan')):.4f}", "acc": "-" if acc is None else f"{acc:.3f}"}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "Trainer":
+        if not self._started:
+            self._start_workers()
+            self._started = True
+            if self.rundir is not None and not self.rundir.config_path.exists():
+                self.rundir.write_config({**self.config.to_dict(), **self.describe()})
+        return self
+
+    def close(self) -> None:
+        if self._started:
+            self.backend.close()
+            self._started = False
+
+    def __enter__(self) -> "Trainer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- checkpoints and resume -------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        assert self.rundir is not None
+        self.rundir.save_checkpoint(self.step_idx, self.state_dict())
+
+    @classmethod
+    def resume(cls, run_dir: str, backend: Any = None, **overrides: Any) -> "Trainer":
+        """A trainer for the run in ``run_dir``, restored from its last checkpoint (or its start).
+
+        ``overrides`` may change runtime-only keys (``steps``, ``backend``, ``address``, ...); metrics
+        rows after the checkpoint are dropped, since the resumed run writes them again. Called on
+        ``Trainer`` itself, it builds the trainer of the run's setting.
+        """
+        rd = RunDir(run_dir)
+        data = {k: v for k, v in rd.read_config().items() if k in RunConfig.field_names()}
+        config = RunConfig.from_dict({**data, **overrides, "run_dir": str(run_dir)})
+        target = SETTINGS.get(config.setting) if cls is Trainer else cls
+        trainer = target(config, backend=backend, run_dir=run_dir)
+        state = rd.load_checkpoint()
+        if state is not None:
+            trainer.load_state_dict(state)
+        rd.truncate_metrics(trainer.step_idx)
+        return trainer
+
+    # -- the run loop -----------------------------------------------------------------------------
+    def _log(self, row: dict[str, Any]) -> None:
+        """Run directory: the metrics row (on its schedule) and the checkpoint every k steps."""
+        if self.rundir is not None and "loss" in row:
+            self.rundir.append_metrics([row])
+        if self.rundir is not None and self.step_idx % self.config.checkpoint_every == 0:
+            self.save_checkpoint()
+        self.last_row = row
+
+    def run(self, steps: int | None = None, progress: bool = False) -> dict[str, Any]:
+        """Train until ``steps`` (default ``config.steps``) steps are done; returns the summary.
+
+        With a run directory, writes metrics, checkpoints, ``summary.json`` and the plots.
+        """
+        steps = self.config.steps if steps is None else steps
+        self.start()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, initial=self.step_idx, desc=f"{self.config.setting}/{self.config.backend}",
+                       dynamic_ncols=True)
+        acc = None
+        try:
+            while self.step_idx < steps:
+                row = self.step()
+                if bar is not None:
+                    acc = row.get("test_accuracy", acc)
+                    bar.set_postfix(**self._progress_postfix(row, acc), refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        summary = self.summary()
+        if self.rundir is not None:
+            if self.step_idx % self.config.checkpoint_every:
+                self.save_checkpoint()
+            self.rundir.write_summary(summary)
+            self.rundir.plot()
+        return summary
