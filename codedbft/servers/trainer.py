@@ -80,7 +80,7 @@ class ByzSGDTrainer(Trainer):
         self.n_w, self.f_w = config.workers, config.byzantine
         self.byz_servers = tuple(range(self.n_ps - self.f_ps, self.n_ps))  # servers are interchangeable
         self.correct = tuple(range(self.n_ps - self.f_ps))
-        self.byz_workers = self._place(config)
+        self.placement = self._place(config)
         self.server_agg = by_name("mda", f=self.f_w)
         if self.n_w < self.server_agg.min_n():
             raise ValueError(f"byzantine-servers: MDA at the servers needs n_w >= 2 f_w + 1, got workers={self.n_w}, "
@@ -104,14 +104,14 @@ class ByzSGDTrainer(Trainer):
         self.last_row: dict[str, Any] = {}
 
     @staticmethod
-    def _place(config: RunConfig) -> tuple[int, ...]:
+    def _place(config: RunConfig) -> Any:
+        """The Byzantine workers' placement (random, fixed, or redrawn every step)."""
         from codedbft.attacks import placement_by_name
 
         if config.byzantine == 0:
-            return ()
-        p = placement_by_name(config.placement, n=config.workers, b=config.byzantine, ids=config.placement_ids,
-                              seed=config.seed, redraw=config.redraw)
-        return tuple(p.byzantine_ids(0)) if not config.redraw else p  # type: ignore[return-value]
+            return None
+        return placement_by_name(config.placement, n=config.workers, b=config.byzantine, ids=config.placement_ids,
+                                 seed=config.seed, redraw=config.redraw)
 
     @staticmethod
     def _attack(config: RunConfig) -> Any:
@@ -131,7 +131,7 @@ class ByzSGDTrainer(Trainer):
         return {"byzantine_servers_ids": list(self.byz_servers)}
 
     def byzantine_workers(self, t: int) -> tuple[int, ...]:
-        return self.byz_workers if isinstance(self.byz_workers, tuple) else tuple(self.byz_workers.byzantine_ids(t))
+        return () if self.placement is None else tuple(self.placement.byzantine_ids(t))
 
     # -- one step -------------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:
