@@ -149,6 +149,9 @@ def test_local_and_ray_give_the_same_models(ray_backend, kw):
     local, _ = run(**kw)
     tr = make_trainer(RunConfig(**{**kw, "backend": "ray", "timeout_s": 120.0}), backend=ray_backend)
     remote = tr.run()
+    if hasattr(tr, "server_backend"):  # the correct servers are actors of their own (3 here)
+        assert len(tr.server_backend.actors) == 3
+        tr.server_backend.close()
     assert remote["model_sha256"] == local["model_sha256"] and remote["missing_total"] == 0
 
 

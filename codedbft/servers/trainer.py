@@ -18,8 +18,13 @@ Byzantine, n_w workers of which f_w are Byzantine. One step (synchronous variant
 
 Correct servers drift apart because Byzantine workers (and servers) send each of them something
 different; the metric ``server_spread`` is the largest distance between two correct servers'
-models, before (``server_drift``) and after the contraction of the step. Byzantine servers and the
-servers' aggregation are simulated in the coordinator (the workers are the distributed part).
+models, before (``server_drift``) and after the contraction of the step.
+
+Where each part runs: workers and correct servers are both participants of the backend (two
+backends of the same kind: on Ray, one actor per worker and one per correct server); the servers'
+MDA and median run in the server actors (:class:`ServerProgram`), and their models are replicated
+in the coordinator, which checkpoints them and simulates the Byzantine servers and the message
+exchange. A server that does not reply in time keeps its model for that step.
 """
 
 from __future__ import annotations
@@ -56,6 +61,31 @@ class WorkerProgram:
         return core.gradients(w[self.worker], step, (self.worker,), poisoned)[0].numpy()
 
 
+@dataclass(frozen=True)
+class ServerProgram:
+    """Correct server ``server``'s computations, shipped once: MDA over the gradients it received
+    (``op="aggregate"``) and the coordinate-wise median of the models it gathered (``"contract"``).
+
+    ``payload[server]`` is its ``(m, d)`` input; the reply is ``(d,)`` in the input's dtype. The
+    server's model itself is replicated in the coordinator, which checkpoints it.
+    """
+
+    server: int
+    f_w: int
+    f_ps: int
+
+    def __call__(self, op: str, w: Any, step: int, payload: Any, poisoned: bool) -> np.ndarray:
+        from codedbft.aggregators import by_name
+
+        x = torch.from_numpy(np.array(payload[self.server]))
+        if op == "aggregate":
+            mda = by_name("mda", f=self.f_w)
+            return (mda(x) if x.shape[0] >= mda.min_n() else torch.zeros_like(x[0])).numpy()
+        if op == "contract":
+            return by_name("median", f=self.f_ps)(x).numpy()
+        raise ValueError(f"unknown server operation {op!r}; expected 'aggregate' or 'contract'")
+
+
 def max_pairwise_distance(models: torch.Tensor) -> float:
     """Largest Euclidean distance between two rows (float64)."""
     if models.shape[0] < 2:
@@ -72,7 +102,8 @@ class ByzSGDTrainer(Trainer):
         ValueError: before any worker starts: f_ps >= n_ps / 3, too few workers for MDA's f_w.
     """
 
-    def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None):
+    def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None,
+                 server_backend: Any = None):
         from codedbft.aggregators import by_name
 
         self.config = config
@@ -86,7 +117,6 @@ class ByzSGDTrainer(Trainer):
             raise ValueError(f"byzantine-servers: MDA at the servers needs n_w >= 2 f_w + 1, got workers={self.n_w}, "
                              f"byzantine={self.f_w}")
         self.pull_rule = by_name(config.server_rule, f=self.f_ps)
-        self.median = by_name("median", f=self.f_ps)
         self.attack = self._attack(config)
         b = config.batch_size // self.n_w
         if b < 1:
@@ -97,6 +127,7 @@ class ByzSGDTrainer(Trainer):
         self.core = WorkerCore(self.spec)
         self.theta = self.core.model.init_params().repeat(self.n_ps, 1)  # (n_ps, d); Byzantine rows unused
         self.backend = backend if backend is not None else make_backend(config)
+        self.server_backend = server_backend if server_backend is not None else make_backend(config)
         self.rundir = RunDir(run_dir or config.run_dir) if (run_dir or config.run_dir) else None
         self.step_idx = 0
         self.totals = {"missing": 0, "forge_failed": 0}
@@ -126,6 +157,26 @@ class ByzSGDTrainer(Trainer):
 
     def _start_workers(self) -> None:
         self.backend.start(self.n_w, self.spec, self.core.ds, [WorkerProgram(i) for i in range(self.n_w)])
+        self.server_backend.start(len(self.correct), self.spec, self.core.ds,
+                                  [ServerProgram(s, self.f_w, self.f_ps) for s in range(len(self.correct))])
+
+    def close(self) -> None:
+        if self._started:
+            self.server_backend.close()
+        super().close()
+
+    def _on_servers(self, t: int, op: str, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
+        """Run ``op`` on every correct server (row s of the reply: server s); ``replied`` per server."""
+        order = Order({s: (s,) for s in range(len(self.correct))}, op=op, payload=tuple(x.numpy() for x in inputs),
+                      shape=(self.theta.shape[1],), dtype=self.theta.dtype, step=t)
+        got = self.server_backend.execute(order, self.server_backend.broadcast(torch.zeros(1)), None,
+                                          self.config.timeout_s)
+        lost = np.zeros(len(self.correct), dtype=bool) if got.missing is None else got.missing.copy()
+        if got.bad is not None:
+            lost |= got.bad
+        lost |= ~torch.isfinite(got.stack).all(dim=1).numpy()
+        self.totals["missing_servers"] = self.totals.get("missing_servers", 0) + int(lost.sum())
+        return got.stack, ~lost
 
     def describe(self) -> dict[str, Any]:
         return {"byzantine_servers_ids": list(self.byz_servers)}
@@ -204,17 +255,16 @@ class ByzSGDTrainer(Trainer):
             elif byz_rows:
                 rows = torch.cat([rows, grads[byz_rows]])
             sets.append(rows)
-        if len({r.shape[0] for r in sets}) == 1 and sets[0].shape[0] >= self.server_agg.min_n():
-            g = self.server_agg(torch.stack(sets))  # (n_cs, d): one batched call
-        else:  # a server got fewer rows (a failed forgery): one call per server, or no step
-            g = torch.stack([self.server_agg(r) if r.shape[0] >= self.server_agg.min_n() else torch.zeros_like(r[0])
-                             for r in sets])
-        self.theta[list(self.correct)] -= self.config.lr * g.to(self.theta.dtype)
+        g, replied = self._on_servers(t, "aggregate", [r.to(self.theta.dtype).contiguous() for r in sets])
+        ids = [self.correct[s] for s in np.flatnonzero(replied)]
+        self.theta[ids] -= self.config.lr * g[torch.from_numpy(np.flatnonzero(replied))]
 
     def _gather(self, t: int) -> None:
         """Distributed median contraction: each correct server takes the median of all servers' models."""
         views = self._server_views(len(self.correct), len(self.correct), _GATHER)
-        self.theta[list(self.correct)] = self.median(views)
+        med, replied = self._on_servers(t, "contract", list(views))
+        rows = np.flatnonzero(replied)
+        self.theta[[self.correct[s] for s in rows]] = med[torch.from_numpy(rows)]
 
     def _row(self, t: int, byz_w: tuple[int, ...], present: np.ndarray, drift: float, contracted: bool,
              step_ms: float) -> dict[str, Any]:
