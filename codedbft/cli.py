@@ -121,6 +121,8 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     _name_flag(g, "--dataset", reg["dataset"], "training data")
     g.add_argument("--dataset-param", dest="dataset_params", **kv, help="a dataset option (repeatable)")
+    g.add_argument("--split", default=S, metavar="SPLIT",
+                   help="which rows each partition (or node) draws from: iid, dirichlet:alpha=0.1, gamma:0.5, extreme")
     _name_flag(g, "--model", reg["model"], "the model")
     g.add_argument("--model-param", dest="model_params", **kv, help="a model option (repeatable)")
     g.add_argument("--steps", type=int, default=S, help="training steps")

@@ -70,7 +70,8 @@ class RunConfig:
     Adversary: ``attack`` (None or "none": no attack), ``attack_params`` (None: see
     :attr:`attack_kwargs`), ``placement``,
     ``placement_ids`` (for "fixed"), ``redraw`` (random placement redrawn every step).
-    Data: ``dataset``, ``model``, their params, ``batch_size`` (global: k partitions of
+    Data: ``dataset``, ``split`` (iid, ``dirichlet:alpha=A``, ``gamma:G``, extreme: which rows each
+    partition draws from, :mod:`codedbft.training.splits`), ``model``, their params, ``batch_size`` (global: k partitions of
     batch_size // k samples), ``steps``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``seed``.
     Runtime: ``backend``, ``address`` (existing Ray cluster; default an embedded local one),
     ``num_cpus`` per worker actor, ``threads`` (torch threads per process: bit-identity needs the
@@ -106,6 +107,7 @@ class RunConfig:
 
     dataset: str = "digits"
     dataset_params: Mapping[str, Any] = field(default_factory=dict)
+    split: str = "iid"
     model: str = "mlp"
     model_params: Mapping[str, Any] = field(default_factory=dict)
     steps: int = 300
@@ -165,6 +167,9 @@ class RunConfig:
         if self.isolate_after is not None and self.isolate_after < 1:
             raise ValueError(f"isolate_after must be >= 1, got {self.isolate_after}")
         _check_setting(self)
+        from codedbft.training.splits import parse_split
+
+        parse_split(self.split)
         if self.address is not None and self.backend != "ray":
             raise ValueError("--address names a Ray cluster: it needs backend='ray'")
 

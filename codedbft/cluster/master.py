@@ -75,7 +75,10 @@ class Master(Trainer):
             raise ValueError(f"batch_size >= k required (k={k} partitions of batch_size // k samples), got {config.batch_size}")
         self.spec = WorkerSpec(dataset=config.dataset, model=config.model, k=k, b=config.batch_size // k,
                                seed=config.seed, dataset_params=dict(config.dataset_params),
-                               model_params=dict(config.model_params), threads=config.threads)
+                               model_params=dict(config.model_params), threads=config.threads,
+                               split=config.split)
+        if config.split != "iid" and self.scheme.name == "data-encoding":
+            raise ValueError("data-encoding encodes the rows in its own (shuffled) order: it takes split 'iid' only")
         self.core = WorkerCore(self.spec)  # the master's own copy: evaluation and logged loss
         if k * self.spec.b > self.core.ds.num_train:
             raise ValueError(f"batch_size={config.batch_size} exceeds the {self.core.ds.num_train} training samples of {config.dataset}")
@@ -108,7 +111,13 @@ class Master(Trainer):
         self.backend.start(self.scheme.n, self.spec, self.core.ds, programs)
 
     def describe(self) -> dict[str, Any]:
-        return {"scheme_info": self.scheme.describe()}
+        info: dict[str, Any] = {"scheme_info": self.scheme.describe()}
+        if self.core.shards is not None:  # the seeded split, as each partition's class histogram
+            from codedbft.training.splits import histogram
+
+            info["split_info"] = {"split": self.config.split, "sizes": [int(s.size) for s in self.core.shards],
+                                  "class_histogram": histogram(self.core.shards, self.core.ds.y_train.numpy())}
+        return info
 
     def _progress_postfix(self, row: dict[str, Any], acc: Any) -> dict[str, Any]:
         return {**super()._progress_postfix(row, acc), "flagged": self.totals["flagged"]}

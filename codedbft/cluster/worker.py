@@ -27,8 +27,9 @@ class WorkerSpec:
     """Everything a worker process needs to rebuild its data and model (small and picklable).
 
     ``k`` partitions of ``b`` samples each are drawn per step by ``Dataset.partition_batch``'s
-    rule (``batch(step, k*b, seed)`` split in k); ``threads`` fixes torch's thread count, which must
-    be the same in every process for bit-identical gradients.
+    rule (``batch(step, k*b, seed)`` split in k), or, with a non-IID ``split``
+    (:mod:`codedbft.training.splits`), partition j's b rows from its own shard; ``threads`` fixes
+    torch's thread count, which must be the same in every process for bit-identical gradients.
     """
 
     dataset: str
@@ -39,6 +40,7 @@ class WorkerSpec:
     dataset_params: Mapping[str, Any] = field(default_factory=dict)
     model_params: Mapping[str, Any] = field(default_factory=dict)
     threads: int = 1
+    split: str = "iid"
 
 
 class WorkerCore:
@@ -53,10 +55,19 @@ class WorkerCore:
         # generation and the scikit-learn import; otherwise the spec rebuilds it (same seed, same data).
         self.ds = dataset if dataset is not None else load_dataset(spec.dataset, spec.seed, **dict(spec.dataset_params))
         self.model = FlatModel(build_model(spec.model, self.ds, spec.seed, **dict(spec.model_params)))
+        from codedbft.training.splits import build_split
+
+        self.shards = build_split(spec.split, self.ds.y_train.numpy(), spec.k, spec.seed)
 
     def batch_indices(self, step: int) -> torch.Tensor:
         """``(k, b)`` training indices of the step's partitions (the same rule in every process)."""
-        return self.ds.batch(step, self.spec.k * self.spec.b, self.spec.seed).view(self.spec.k, self.spec.b)
+        if self.shards is None:
+            return self.ds.batch(step, self.spec.k * self.spec.b, self.spec.seed).view(self.spec.k, self.spec.b)
+        out = np.empty((self.spec.k, self.spec.b), dtype=np.int64)
+        for j, shard in enumerate(self.shards):  # k <= a few hundred: a loop over partitions, not rows
+            rng = np.random.default_rng([self.spec.seed, step, j, 0x5917])
+            out[j] = shard[rng.choice(shard.size, self.spec.b, replace=shard.size < self.spec.b)]
+        return torch.from_numpy(out)
 
     def gradients(self, w: torch.Tensor, step: int, partitions: Sequence[int], poisoned: bool = False) -> torch.Tensor:
         """Gradients ``(p, d)`` of the given partitions; ``poisoned``: labels flipped (label-flip attack)."""

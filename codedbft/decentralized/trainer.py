@@ -68,7 +68,9 @@ class NodeProgram:
 
     def batch_rows(self, step: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, step, self.node, 0xDEC])
-        return torch.from_numpy(np.sort(self.shard[rng.choice(self.shard.size, self.batch, replace=False)]))
+        # a (non-IID) shard smaller than the batch is drawn with replacement
+        pick = rng.choice(self.shard.size, self.batch, replace=self.shard.size < self.batch)
+        return torch.from_numpy(np.sort(self.shard[pick]))
 
     def __call__(self, op: str, w: torch.Tensor, step: int, payload: NodeRound, poisoned: bool,
                  core: WorkerCore) -> np.ndarray:
@@ -88,9 +90,15 @@ class NodeProgram:
         return np.concatenate([g.double().numpy(), [own], losses])
 
 
-def node_shards(n: int, num_train: int, seed: int) -> list[np.ndarray]:
-    """Node i's training rows: ``perm[i::n]`` of a permutation seeded by ``seed``."""
-    perm = np.random.default_rng([seed, 0x5A4D]).permutation(num_train)
+def node_shards(n: int, ds: Any, config: RunConfig) -> list[np.ndarray]:
+    """Node i's training rows: ``perm[i::n]`` of a permutation seeded by the run seed, or the
+    non-IID ``config.split`` (:mod:`codedbft.training.splits`) over the n nodes."""
+    from codedbft.training.splits import build_split
+
+    shards = build_split(config.split, ds.y_train.numpy(), n, config.seed)
+    if shards is not None:
+        return shards
+    perm = np.random.default_rng([config.seed, 0x5A4D]).permutation(ds.num_train)
     return [np.sort(perm[i::n]) for i in range(n)]
 
 
@@ -122,9 +130,7 @@ class DecentralizedTrainer(Trainer):
                                dataset_params=dict(config.dataset_params), model_params=dict(config.model_params),
                                threads=config.threads)
         self.core = WorkerCore(self.spec)
-        shards = node_shards(n, self.core.ds.num_train, config.seed)
-        if node_batch > min(s.size for s in shards):
-            raise ValueError(f"batch_size // nodes = {node_batch} exceeds the smallest shard ({min(s.size for s in shards)} rows)")
+        shards = node_shards(n, self.core.ds, config)
         self.programs = [NodeProgram(i, shards[i], node_batch, config.seed) if i in self.benign else None
                          for i in range(n)]
         self.X = self.core.model.init_params().repeat(n, 1)  # every node starts at x_0 (Algorithm 1)
