@@ -139,8 +139,12 @@ def _time(fn, reps):
     return float(np.median(ts))
 
 
+#: per-call arguments of the rules that take them (a trusted vector: MoNNA's reference, FLTrust's root)
+CALL_ARGS = {"bygars": "aux_gradient", "monna": "reference", "fltrust": "root"}
+
+
 def _f_for(name, n):
-    if name == "mda":
+    if name in ("mda", "smea"):
         return 2  # exact search over C(n, f) subsets: keep it small
     return min(5, (n - 3) // 4) if n <= 30 else 10
 
@@ -159,7 +163,8 @@ def run(cases, threads_list, reps, ref_reps):
             for name in RULES:
                 f = _f_for(name, n)
                 agg = by_name(name, f=f)
-                call = (lambda: agg(xin, aux_gradient=aux)) if name == "bygars" else (lambda: agg(xin))
+                kw = {CALL_ARGS[name]: aux} if name in CALL_ARGS else {}
+                call = lambda: agg(xin, **kw)  # noqa: E731
                 call()  # warm-up (and numba compile on first use)
                 t = _time(call, reps)
                 tr = None
@@ -175,6 +180,31 @@ def run(cases, threads_list, reps, ref_reps):
                          speedup_vs_ref=None if tr is None else tr / t)
                 )
                 print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def run_pre(cases, reps):
+    """Pre-aggregators alone and in front of Krum, timed like the rules (x mean of the same run)."""
+    from codedbft.aggregators import PRE_AGGREGATORS, Pipeline, build_pre
+
+    rows = []
+    g = torch.Generator().manual_seed(1)
+    torch.set_num_threads(1)
+    for B, n, d in cases:
+        x = torch.randn(B, n, d, generator=g, dtype=torch.float32)
+        xin = x[0] if B == 1 else x
+        f = _f_for("krum", n)
+        mean = by_name("mean")
+        tm = _time(lambda: mean(xin), reps)
+        parts = {name: build_pre(name, f=f) for name in PRE_AGGREGATORS.available()}
+        parts["nnm -> krum"] = Pipeline(pre=["nnm"], rule="krum", f=f)
+        parts["bucketing:s=2 -> krum"] = Pipeline(pre=["bucketing:s=2"], rule="krum", f=f // 2)
+        for name, op in parts.items():
+            op(xin)  # warm-up
+            t = _time(lambda: op(xin), reps)
+            rows.append(dict(batch=B, n=n, d=d, threads=1, rule=name, f=f, ms=1e3 * t, x_mean=t / tm,
+                             ref_ms=None, speedup_vs_ref=None))
+            print(_fmt(rows[-1]), flush=True)
     return rows
 
 
@@ -198,6 +228,8 @@ def main(argv=None):
     threads_list = sorted({1, all_threads})
     print(f"{'B':>3} {'n':>4} {'d':>8} {'th':>2} {'rule':<18} {'f':>2} {'ms':>9} {'x mean':>7} {'ref ms':>10} {'vs ref':>9}")
     rows = run(cases, threads_list, reps, ref_reps)
+    print("pre-aggregators (1 thread), x mean of the same run")
+    rows += run_pre([c for c in cases if c[1] == 25], reps)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, cpu_count=os.cpu_count(), threads_all=all_threads, quick=args.quick,

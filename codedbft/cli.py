@@ -90,6 +90,12 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
                "byzshield: over the files)")
     g.add_argument("--aggregator-param", dest="aggregator_params", **kv,
                    help="a parameter of the rule (repeatable); unknown keys are an error listing the valid ones")
+    from codedbft.aggregators.pre import PRE_AGGREGATORS
+    from codedbft.registry import choices_help
+
+    g.add_argument("--pre", action="append", default=S, metavar="NAME[:KEY=VALUE,...]",
+                   help=choices_help(PRE_AGGREGATORS, "a pre-aggregator before the rule (repeatable, applied in "
+                                     "order), e.g. --pre nnm --pre bucketing:s=2").replace("%", "%%"))
     g.add_argument("--workers", "-n", type=int, default=S, help="number of workers n")
     g.add_argument("--byzantine", "-b", type=int, default=S, help="Byzantine workers placed in the run")
     g.add_argument("--tolerate", "-s", type=int, default=S, help="s the code is built for (default: --byzantine)")

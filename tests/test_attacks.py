@@ -39,8 +39,8 @@ from codedbft.attacks.local import LabelFlip
 from codedbft.attacks.omniscient import population_std_mean
 
 ALL = (
-    "alie", "bit-flip", "collude", "constant", "gambler", "gaussian",
-    "ipm", "label-flip", "mixed", "omniscient", "sign-flip",
+    "alie", "alie-opt", "bit-flip", "collude", "constant", "gambler", "gaussian", "inf",
+    "ipm", "ipm-opt", "label-flip", "mimic", "min-max", "min-sum", "mixed", "omniscient", "sign-flip",
 )  # fmt: skip
 RANDOM = ("bit-flip", "collude", "gambler", "gaussian", "mixed")
 # parameters under which the random attacks draw visibly on a (3, 64) input
@@ -76,7 +76,7 @@ def test_available_lists_every_attack_and_message_level_drops_data_attacks():
 def test_by_name_normalises_and_rejects_unknown_names():
     assert isinstance(by_name("sign_flip", c=4.0), Attack)
     assert by_name("Sign-Flip", c=4.0).c == 4.0
-    with pytest.raises(ValueError, match="unknown attack 'no-such-attack'; available: alie, bit-flip, .*sign-flip"):
+    with pytest.raises(ValueError, match="unknown attack 'no-such-attack'; available: alie, alie-opt, bit-flip, .*sign-flip"):
         by_name("no-such-attack")
 
 

@@ -22,9 +22,17 @@ from codedbft.aggregators.krum import Bulyan, Krum, MultiKrum
 from codedbft.aggregators.registry import AGGREGATORS, available, by_name
 from codedbft.aggregators.selection import CGE, FABA, MDA
 from codedbft.aggregators.zeno import Zeno
+from codedbft.aggregators.caf import CAF
+from codedbft.aggregators.dnc import DnC
+from codedbft.aggregators.fltrust import FLTrust
+from codedbft.aggregators.monna import MoNNA
+from codedbft.aggregators.pre import ARC, NNM, PRE_AGGREGATORS, Bucketing, Clipping, Pipeline, PreAggregator, build_pre
+from codedbft.aggregators.signguard import SignGuard
+from codedbft.aggregators.smea import SMEA
 
 __all__ = [
     "Aggregator", "AGGREGATORS", "by_name", "available", "Mean", "Median", "TrimmedMean", "Phocas", "MeaMed",
     "GeoMed", "Krum", "MultiKrum", "Bulyan", "MDA", "CenteredClipping", "FABA", "CGE",
-    "SignMajority", "Zeno", "ByGARS", "Hierarchical",
+    "SignMajority", "Zeno", "ByGARS", "Hierarchical", "MoNNA", "CAF", "SMEA", "DnC", "SignGuard", "FLTrust",
+    "PreAggregator", "PRE_AGGREGATORS", "build_pre", "NNM", "Bucketing", "Clipping", "ARC", "Pipeline",
 ]

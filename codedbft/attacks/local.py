@@ -26,6 +26,7 @@ from codedbft.attacks.base import (
     check_finite,
     draw_hits,
     draw_normal,
+    honest_mean,
     own_messages,
 )
 
@@ -39,17 +40,37 @@ def _check_probability(p: float, what: str) -> float:
 
 @ATTACKS.register()
 class Gaussian(Attack):
-    """Each Byzantine worker sends an independent draw of N(0, σ² I), σ default 200 (Blanchard et al.)."""
+    """Each Byzantine worker sends an independent draw of N(m, σ² I), σ default 200 (Blanchard et al.).
+
+    ``mean`` None (default): m = 0, the draw is exactly ``σ · N(0, I)`` as it always was. A float: m is
+    that constant in every coordinate. ``"honest"``: m is the mean of the honest messages (the noise is
+    then centred where the honest messages are, which filters based on distance to the crowd cannot
+    reject by location alone).
+    """
 
     name = "gaussian"
 
-    def __init__(self, sigma: float = 200.0) -> None:
+    def __init__(self, sigma: float = 200.0, mean: float | str | None = None) -> None:
         self.sigma = check_finite(sigma, "sigma")
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
+        if mean is not None and mean != "honest":
+            if isinstance(mean, str):
+                raise ValueError(f"mean must be None, a float or 'honest', got {mean!r}")
+            mean = check_finite(mean, "mean")
+        self.mean = mean
+
+    def check(self, n: int, h: int) -> None:
+        if self.mean == "honest" and h < 1:
+            raise ValueError("gaussian with mean='honest' needs h >= 1 honest messages")
 
     def _forge(self, honest: torch.Tensor, ids: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
-        return draw_normal((len(ids), honest.shape[1]), ctx, honest).mul_(self.sigma)
+        out = draw_normal((len(ids), honest.shape[1]), ctx, honest).mul_(self.sigma)
+        if self.mean is None:
+            return out
+        if self.mean == "honest":
+            return out.add_(honest_mean(honest, self.name).to(out.dtype))
+        return out.add_(self.mean)
 
 
 @ATTACKS.register()

@@ -35,6 +35,12 @@ def _check_names(config: "RunConfig") -> None:
         checks.append((AGGREGATORS, config.aggregator))
     if config.attacked:
         checks.append((ATTACKS, config.attack))
+    if config.pre:
+        from codedbft.aggregators.pre import PRE_AGGREGATORS, parse_spec
+
+        for spec in config.pre:
+            name, params = parse_spec(spec)
+            PRE_AGGREGATORS.check_params(name, params, fixed=("f",))
     if config.setting == "decentralized":
         from codedbft.decentralized.rules import RULES
         from codedbft.topology import TOPOLOGIES
@@ -65,7 +71,8 @@ def _check_setting(config: "RunConfig") -> None:
 class RunConfig:
     """Every knob of a training run (CLI flag ``--foo-bar`` is field ``foo_bar``).
 
-    Scheme: ``scheme``, ``aggregator``, ``aggregator_params``, ``workers`` (n), ``byzantine`` (b),
+    Scheme: ``scheme``, ``aggregator``, ``aggregator_params``, ``pre`` (pre-aggregator specs before the
+    rule, e.g. ``("nnm", "bucketing:s=2")``), ``workers`` (n), ``byzantine`` (b),
     ``tolerate`` (s of the code, default b), ``group_size`` (DETOX r), ``bucket``, ``scheme_params``.
     Adversary: ``attack`` (None or "none": no attack), ``attack_params`` (None: see
     :attr:`attack_kwargs`), ``placement``,
@@ -92,6 +99,7 @@ class RunConfig:
     scheme: str = "draco-repetition"
     aggregator: str | None = None
     aggregator_params: Mapping[str, Any] = field(default_factory=dict)
+    pre: tuple[str, ...] = ()
     workers: int = 15
     byzantine: int = 2
     tolerate: int | None = None
@@ -191,6 +199,7 @@ class RunConfig:
             name=self.scheme, workers=self.workers, byzantine=self.byzantine, tolerate=self.tolerate,
             aggregator=self.aggregator, aggregator_params=dict(self.aggregator_params),
             group_size=self.group_size, bucket=self.bucket, params={"seed": self.seed, **self.scheme_params},
+            pre=tuple(self.pre),
         )
 
     @classmethod
@@ -211,6 +220,10 @@ class RunConfig:
         unknown = sorted(set(norm) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        if isinstance(norm.get("pre"), str):
+            norm["pre"] = (norm["pre"],)
+        if norm.get("pre") is not None:
+            norm["pre"] = tuple(str(p) for p in norm["pre"])
         if norm.get("placement_ids") is not None:
             norm["placement_ids"] = tuple(int(i) for i in norm["placement_ids"])
         return cls(**norm)

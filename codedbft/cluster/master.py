@@ -90,6 +90,7 @@ class Master(Trainer):
             self.adversary = Adversary(by_name(config.attack, **config.attack_kwargs), config.seed, self.scheme.n,
                                        self.scheme.assignment)
             self.adversary.check(config.byzantine)  # an attack that can never run is a configuration error
+            self._give_defence(self.adversary.attack)
         self.placement = _placement(config, self.scheme) if config.byzantine > 0 else None
         self.w = self.core.model.init_params()
         self.optimizer = make_optimizer(config.optimizer, config.lr, momentum=config.momentum,
@@ -104,6 +105,14 @@ class Master(Trainer):
         self.elapsed_s = 0.0
         self.last_row: dict[str, Any] = {}
         self._started = False
+
+    def _give_defence(self, attack: Any) -> None:
+        """Adaptive attacks (alie-opt, ipm-opt) search against the deployed defence: vanilla's rule (a
+        Pipeline with its pre-aggregators included) acts on the messages themselves, so it is the one
+        they get (a simulation privilege, like the honest messages); the codes' rules act on decoded
+        values, and those attacks keep their documented default there."""
+        if getattr(attack, "defence", "none") is None and self.scheme.name == "vanilla":
+            attack.defence = self.scheme.aggregator
 
     # -- lifecycle (the rest is Trainer's) -----------------------------------------------------
     def _start_workers(self) -> None:

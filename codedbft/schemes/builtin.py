@@ -28,11 +28,22 @@ from codedbft.schemes.config import SchemeConfig
 from codedbft.schemes.registry import register_scheme
 
 
-def _rule(name: str, params: Any, f: int) -> Any:
+def _rule(name: str, params: Any, f: int, pre: tuple[str, ...] = ()) -> Any:
+    """The rule ``name`` with ``f`` and its params, behind the pre-aggregators ``pre`` if any."""
     from codedbft.aggregators import by_name
 
-    kw = {"f": f, **dict(params)}
-    return by_name(name, **kw)
+    rule = by_name(name, **{"f": f, **dict(params)})
+    if not pre:
+        return rule
+    from codedbft.aggregators.pre import Pipeline
+
+    return Pipeline(pre=list(pre), rule=rule, f=f)
+
+
+def _no_pre(config: SchemeConfig, name: str) -> None:
+    if config.pre:
+        raise ValueError(f"{name} decodes exactly and takes no pre-aggregators (got {list(config.pre)}); "
+                         f"use vanilla, detox or byzshield")
 
 
 def _real(g: Any) -> torch.Tensor:
@@ -54,7 +65,7 @@ class VanillaScheme(Scheme):
         self.config = config
         self.n = self.k = config.workers
         rule = config.aggregator or "mean"
-        self.aggregator = _rule(rule, config.aggregator_params, config.byzantine)
+        self.aggregator = _rule(rule, config.aggregator_params, config.byzantine, tuple(config.pre))
         if self.n < self.aggregator.min_n():
             raise ValueError(f"vanilla with {rule}: needs {self.aggregator.requirement()} "
                              f"(f={config.byzantine}), got n={self.n}")
@@ -86,6 +97,7 @@ class DracoScheme(Scheme):
         self.name = "draco-cyclic" if cyclic else "draco-repetition"
         if config.aggregator not in (None, "mean"):
             raise ValueError(f"{self.name} decodes exactly and takes no aggregator (got {config.aggregator!r}); use detox")
+        _no_pre(config, self.name)
         s = config.s
         if cyclic:
             from codedbft.encoders import CyclicMDSCode
@@ -125,8 +137,16 @@ class DetoxScheme(Scheme):
         bucket = config.bucket or 1
         if self.k % bucket:
             raise ValueError(f"detox needs bucket | k: bucket={bucket}, k={self.k} groups")
-        self.aggregator = Hierarchical(group_size=r, bucket=bucket, outer=config.aggregator or "median",
-                                       s=config.byzantine, **dict(config.aggregator_params))
+        outer: Any = config.aggregator or "median"
+        if config.pre:  # the outer rule behind the pre-aggregators, with the f DETOX gives it
+            import math
+
+            f = config.byzantine // math.ceil(r / 2)
+            outer = _rule(outer, config.aggregator_params, f, tuple(config.pre))
+            self.aggregator = Hierarchical(group_size=r, bucket=bucket, outer=outer, s=config.byzantine)
+        else:
+            self.aggregator = Hierarchical(group_size=r, bucket=bucket, outer=outer, s=config.byzantine,
+                                           **dict(config.aggregator_params))
         if self.k // bucket < self.aggregator.outer.min_n():
             raise ValueError(f"detox: {self.k // bucket} buckets < the outer rule's minimum "
                              f"({self.aggregator.outer.requirement()} with f={self.aggregator.f})")
@@ -171,10 +191,8 @@ class ByzShieldScheme(Scheme):
         if "l" in config.params and int(config.params["l"]) * r != config.workers:
             raise ValueError(f"byzshield needs n = r*l: l={config.params['l']}, r={r}, n={config.workers}")
         self.code = ByzShieldCode(config.workers // r, r, aggregator=rule, q=config.byzantine)
-        if config.aggregator_params:  # the rule is sized by the code (f = files an optimal attack wins)
-            from codedbft.aggregators import by_name
-
-            tuned = by_name(rule, **{"f": self.code.f_files, **dict(config.aggregator_params)})
+        if config.aggregator_params or config.pre:  # sized by the code (f = files an optimal attack wins)
+            tuned = _rule(rule, config.aggregator_params, self.code.f_files, tuple(config.pre))
             self.code = ByzShieldCode(config.workers // r, r, aggregator=tuned, q=config.byzantine)
         self.n, self.k = self.code.n, self.code.k
         self.aggregator = self.code.aggregator

@@ -23,6 +23,9 @@ class SchemeConfig:
         group_size: r, DETOX's repetition group size (default 3).
         bucket: DETOX bucket size for bucket means before the outer rule (default 1: no bucketing).
         params: scheme-specific extras (e.g. RRR's check probability ``q``).
+        pre: pre-aggregator specs run before the rule (``("nnm", "bucketing:s=2")``): vanilla's rule,
+            DETOX's outer rule and ByzShield's file rule become a
+            :class:`~codedbft.aggregators.pre.Pipeline`; exact schemes take none.
     """
 
     name: str = "draco-repetition"
@@ -34,6 +37,7 @@ class SchemeConfig:
     group_size: int | None = None
     bucket: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    pre: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.workers < 1:

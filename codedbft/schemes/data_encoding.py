@@ -120,8 +120,9 @@ class DataEncodingScheme(Scheme):
         from codedbft.encoders import DataEncodingCode
 
         self.config = config
-        if config.aggregator not in (None, "mean"):
-            raise ValueError(f"data-encoding decodes exactly and takes no aggregator (got {config.aggregator!r})")
+        if config.aggregator not in (None, "mean") or config.pre:
+            raise ValueError(f"data-encoding decodes exactly and takes no aggregator or pre-aggregators "
+                             f"(got aggregator={config.aggregator!r}, pre={list(config.pre)})")
         m, t = config.workers, config.s
         if m < 2 * t + 1:
             raise ValueError(f"data-encoding needs n >= 2s+1 (t <= floor((m-1)/2)), got n={m}, s={t}")

@@ -37,6 +37,8 @@ class RRRScheme(Scheme):
 
     def __init__(self, config: SchemeConfig, randomized: bool = False):
         self.config = config
+        if config.pre or config.aggregator not in (None, "mean"):
+            raise ValueError("rrr decodes exactly (majority of copies) and takes no aggregator or pre-aggregators")
         self.randomized = randomized
         self.name = "rrr-randomized" if randomized else "rrr"
         n, f = config.workers, config.s
