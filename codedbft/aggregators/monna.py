@@ -60,7 +60,9 @@ class MoNNA(FRule):
         B, n, _ = x3.shape
         k = n - self.f
         ref = torch.nan_to_num(reference.double(), nan=0.0)
-        dist = ((x3.double() - ref.unsqueeze(1)) ** 2).sum(dim=2)  # (B, n) float64
+        # one (B, d) float64 temporary per input row, never a float64 copy of the (B, n, d) stack
+        # (measured at (25, 1e6) float32: 500 ms with the full copy)
+        dist = torch.stack([((x3[:, i].double() - ref) ** 2).sum(dim=1) for i in range(n)], dim=1)  # (B, n)
         dist = torch.nan_to_num(dist, nan=float("inf"))
         order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
         keep = torch.zeros(B, n, dtype=torch.bool, device=x3.device).scatter_(1, order, True)
