@@ -74,10 +74,10 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="codedbft demo", description=__doc__.splitlines()[0])
-    p.add_argument("--workers", "-n", type=int, default=15)
-    p.add_argument("--byzantine", "-s", type=int, default=2)
-    p.add_argument("--dim", "-d", type=int, default=100_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", "-n", type=int, default=15, help="workers n of each code (default 15)")
+    p.add_argument("--byzantine", "-s", type=int, default=2, help="Byzantine workers s the codes correct (default 2)")
+    p.add_argument("--dim", "-d", type=int, default=100_000, help="gradient dimension d (default 100000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random gradients and attacks (default 0)")
     a = p.parse_args(argv)
     try:
         rows = run(a.workers, a.byzantine, a.dim, a.seed)

@@ -51,6 +51,32 @@ def as_tensor_input(x: Any, name: str, what: str = "x") -> tuple[torch.Tensor, b
     raise TypeError(f"{name}: {what} must be a numpy array or a torch tensor, got {type(x).__name__}")
 
 
+def prepare_stack(op: Any, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The checks and the non-finite guard shared by rules and pre-aggregators (``op``: one of them).
+
+    ``x`` ``(..., n, d)`` -> ``(x3 (B, n, d), lead)``: shape and dtype checked, ``op._check_n(n)``,
+    leading dims flattened (a view when contiguous), NaN/Inf entries of bad rows replaced by 0 (one
+    copy, only when such rows exist) and counted in ``op.last_info`` / ``op.nonfinite_rows_total``.
+    """
+    if x.dim() < 2:
+        raise ValueError(f"{op.name}: expected shape (..., n, d), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{op.name}: expected floating-point values, got {str(x.dtype).removeprefix('torch.')}")
+    n, d = x.shape[-2], x.shape[-1]
+    op._check_n(n)
+    lead = tuple(x.shape[:-2])
+    x3 = x.detach().reshape(-1, n, d)
+    if not x3.is_contiguous():
+        x3 = x3.contiguous()
+    op.last_info = {}
+    count = int(nonfinite_rows(x3).sum())
+    if count:
+        x3 = torch.where(torch.isfinite(x3), x3, torch.zeros((), dtype=x3.dtype, device=x3.device))
+    op.last_info["nonfinite_rows"] = count
+    op.nonfinite_rows_total += count
+    return x3, lead
+
+
 def nonfinite_rows(x3: torch.Tensor) -> torch.Tensor:
     """Bool ``(B, n)``: rows holding a NaN or an Inf.
 
@@ -136,24 +162,7 @@ class Aggregator:
         return out.reshape(*lead, x3.shape[-1])
 
     def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        if x.dim() < 2:
-            raise ValueError(f"{self.name}: expected shape (..., n, d), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{self.name}: expected floating-point values, got {str(x.dtype).removeprefix('torch.')}")
-        n, d = x.shape[-2], x.shape[-1]
-        self._check_n(n)
-        lead = tuple(x.shape[:-2])
-        x3 = x.detach().reshape(-1, n, d)
-        if not x3.is_contiguous():
-            x3 = x3.contiguous()
-        self.last_info = {}
-        bad = nonfinite_rows(x3)
-        count = int(bad.sum())
-        if count:
-            x3 = torch.where(torch.isfinite(x3), x3, torch.zeros((), dtype=x3.dtype, device=x3.device))
-        self.last_info["nonfinite_rows"] = count
-        self.nonfinite_rows_total += count
-        return x3, lead
+        return prepare_stack(self, x)
 
     def _aggregate(self, x3: torch.Tensor, **call_args: Any) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

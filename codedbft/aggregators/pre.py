@@ -50,7 +50,7 @@ import torch
 
 from codedbft.aggregators import _kernels
 from codedbft.aggregators._distances import pairwise_sq_dists
-from codedbft.aggregators.base import Aggregator, _check_f, as_tensor_input, nonfinite_rows
+from codedbft.aggregators.base import Aggregator, _check_f, as_tensor_input, prepare_stack
 from codedbft.aggregators.registry import by_name
 from codedbft.registry import Registry
 
@@ -122,26 +122,10 @@ class PreAggregator:
         return out.numpy() if from_numpy else out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The torch-level call: checks, non-finite guard, batching, ``_apply``."""
-        if x.dim() < 2:
-            raise ValueError(f"{self.name}: expected shape (..., n, d), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{self.name}: expected floating-point values, got {str(x.dtype).removeprefix('torch.')}")
-        n, d = x.shape[-2], x.shape[-1]
-        self._check_n(n)
-        lead = tuple(x.shape[:-2])
-        x3 = x.detach().reshape(-1, n, d)
-        if not x3.is_contiguous():
-            x3 = x3.contiguous()
-        self.last_info = {}
-        bad = nonfinite_rows(x3)
-        count = int(bad.sum())
-        if count:
-            x3 = torch.where(torch.isfinite(x3), x3, torch.zeros((), dtype=x3.dtype, device=x3.device))
-        self.last_info["nonfinite_rows"] = count
-        self.nonfinite_rows_total += count
+        """The torch-level call: checks, non-finite guard, batching (as the rules), ``_apply``."""
+        x3, lead = prepare_stack(self, x)
         out = self._apply(x3)
-        return out.reshape(*lead, out.shape[-2], d)
+        return out.reshape(*lead, out.shape[-2], x3.shape[-1])
 
     def _apply(self, x3: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """``(B, n, d)`` finite, contiguous -> a new ``(B, n', d)`` tensor (never a view of x3)."""
