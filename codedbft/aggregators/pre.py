@@ -145,8 +145,18 @@ class PreAggregator:
         return f"{type(self).__name__}(f={self.f})"
 
 
+class _FPre(PreAggregator):
+    """A pre-aggregator defined for n >= f+1 (nnm, arc), as FRule is for the rules' n >= 2f+1."""
+
+    def min_n(self) -> int:
+        return self.f + 1
+
+    def requirement(self) -> str:
+        return "n >= f+1"
+
+
 @PRE_AGGREGATORS.register()
-class NNM(PreAggregator):
+class NNM(_FPre):
     """Nearest-neighbour mixing (Allouah et al. 2023): each row -> mean of its n-f nearest rows.
 
     Euclidean distances (float64, guarded), the row itself included, ties to the lower index;
@@ -154,12 +164,6 @@ class NNM(PreAggregator):
     """
 
     name = "nnm"
-
-    def min_n(self) -> int:
-        return self.f + 1
-
-    def requirement(self) -> str:
-        return "n >= f+1"
 
     def _apply(self, x3: torch.Tensor) -> torch.Tensor:
         B, n, _ = x3.shape
@@ -256,7 +260,7 @@ def arc_k(n: int, f: int) -> int:
 
 
 @PRE_AGGREGATORS.register()
-class ARC(PreAggregator):
+class ARC(_FPre):
     """Adaptive robust clipping (Allouah et al. 2024): the k = floor(2(f/n)(n-f)) largest rows
     clipped to the (k+1)-th largest norm; n' = n, needs n >= f+1.
 
@@ -264,12 +268,6 @@ class ARC(PreAggregator):
     """
 
     name = "arc"
-
-    def min_n(self) -> int:
-        return self.f + 1
-
-    def requirement(self) -> str:
-        return "n >= f+1"
 
     def _apply(self, x3: torch.Tensor) -> torch.Tensor:
         B, n, _ = x3.shape

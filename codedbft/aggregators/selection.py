@@ -17,6 +17,13 @@ from codedbft.aggregators.base import FRule, mean_rows
 from codedbft.aggregators.registry import AGGREGATORS
 
 
+
+def check_subset_budget(name: str, n: int, f: int, max_subsets: int) -> None:
+    """ValueError when an exhaustive search over the C(n, f) subsets (MDA, SMEA) exceeds its cap."""
+    c = math.comb(n, f)
+    if c > max_subsets:
+        raise ValueError(f"{name} needs C(n, f) <= max_subsets, got C({n}, {f}) = {c} > {max_subsets}")
+
 @AGGREGATORS.register()
 class MDA(FRule):
     """Minimum-diameter averaging (El Mhamdi et al. 2018): mean of the n-f inputs of least diameter.
@@ -36,11 +43,7 @@ class MDA(FRule):
 
     def _check_n(self, n: int) -> None:
         super()._check_n(n)
-        c = math.comb(n, self.f)
-        if c > self.max_subsets:
-            raise ValueError(
-                f"mda needs C(n, f) <= max_subsets, got C({n}, {self.f}) = {c} > {self.max_subsets}"
-            )
+        check_subset_budget(self.name, n, self.f, self.max_subsets)
 
     def _aggregate(self, x3: torch.Tensor) -> torch.Tensor:
         B, n, _ = x3.shape

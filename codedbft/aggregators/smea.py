@@ -23,12 +23,12 @@ Measured: one call at (n, d) = (25, 1e5) float32, f = 3 (C = 2300 subsets), on a
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 
 from codedbft.aggregators._distances import pairwise_sq_dists
 from codedbft.aggregators.base import FRule, mean_rows
+from codedbft.aggregators.selection import check_subset_budget
 from codedbft.aggregators.registry import AGGREGATORS
 
 
@@ -81,9 +81,7 @@ class SMEA(FRule):
 
     def _check_n(self, n: int) -> None:
         super()._check_n(n)
-        c = math.comb(n, self.f)
-        if c > self.max_subsets:
-            raise ValueError(f"smea needs C(n, f) <= max_subsets, got C({n}, {self.f}) = {c} > {self.max_subsets}")
+        check_subset_budget(self.name, n, self.f, self.max_subsets)
 
     def _aggregate(self, x3: torch.Tensor) -> torch.Tensor:
         B, n, _ = x3.shape
