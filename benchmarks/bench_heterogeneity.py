@@ -4,7 +4,8 @@ For vanilla rules with and without NNM pre-aggregation, and for the coded scheme
 b = 3 Byzantine workers: the final test accuracy after training under ALIE-opt (scale found by a
 line search against the deployed defence, pre-aggregation chain included) and min-max
 (Shejwalkar & Houmansadr 2021), with every partition drawing its batches from an iid shard or a
-Dirichlet(0.1) one (``--split``). The clean vanilla-mean run of each split is the reference.
+Dirichlet(0.1) one (``--split``). The clean vanilla-mean run of each split is the reference;
+"wm 0.9" rows add worker momentum (``--worker-momentum 0.9``, Karimireddy et al. 2021).
 
     python benchmarks/bench_heterogeneity.py [--steps 150] [--out runs/bench/heterogeneity.json]
 """
@@ -25,6 +26,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "vanilla nnm+median": dict(scheme="vanilla", aggregator="median", pre=("nnm",)),
     "vanilla krum": dict(scheme="vanilla", aggregator="krum"),
     "vanilla nnm+krum": dict(scheme="vanilla", aggregator="krum", pre=("nnm",)),
+    "vanilla median, wm 0.9": dict(scheme="vanilla", aggregator="median", worker_momentum=0.9),
+    "vanilla nnm+krum, wm 0.9": dict(scheme="vanilla", aggregator="krum", pre=("nnm",), worker_momentum=0.9),
     "detox median": dict(scheme="detox", aggregator="median"),
     "draco-repetition": dict(scheme="draco-repetition", workers=14, tolerate=3),
 }

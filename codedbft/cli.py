@@ -138,6 +138,13 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum")
     g.add_argument("--weight-decay", type=float, default=S, help="L2 weight decay")
     g.add_argument("--seed", type=int, default=S, help="seed of every random draw")
+    g.add_argument("--local-steps", type=int, default=S, metavar="K",
+                   help="honest workers take K local SGD steps per partition and send the average local gradient "
+                        "(FedAvg-style; K > 1: gradient codes only, not data-encoding)")
+    g.add_argument("--local-lr", type=float, default=S, help="rate of the local steps (default: --lr)")
+    g.add_argument("--worker-momentum", type=float, default=S, metavar="BETA",
+                   help="each worker sends its momentum m <- beta m + (1-beta) g (Karimireddy et al. 2021); "
+                        "vanilla, draco-*, detox, byzshield")
     g = p.add_argument_group("runtime")
     _name_flag(g, "--backend", reg["backend"], "where the workers run")
     g.add_argument("--address", default=S, help="existing Ray cluster (default: an embedded local instance)")

@@ -106,6 +106,14 @@ class Backend(Protocol):
         """Run ``order`` for step ``order.step`` (Byzantine workers of ``coalition`` forge or poison)."""
         ...
 
+    def worker_state(self) -> dict[Any, Any]:
+        """The workers' own state (worker momentum, ``{(worker, partition): (step, m)}``) for checkpoints."""
+        ...
+
+    def load_worker_state(self, state: dict[Any, Any]) -> None:
+        """Put :meth:`worker_state`'s output back (resume), after :meth:`start`."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -67,6 +67,38 @@ def _check_setting(config: "RunConfig") -> None:
         raise ValueError(f"server_rule must be 'median' or 'mda' (ByzSGD), got {config.server_rule!r}")
 
 
+#: schemes whose per-partition vectors can be average local gradients (K > 1): every gradient code
+#: (the codes act on per-partition vectors whatever they are); data encoding encodes the rows and needs
+#: the gradient linear in them (K = 1)
+LOCAL_STEP_SCHEMES = ("vanilla", "draco-repetition", "draco-cyclic", "detox", "byzshield", "rrr", "rrr-randomized")
+#: schemes whose workers compute the same partitions every step, so worker momentum is a function of one
+#: history per copy (RRR asks spare workers only on checked steps; data encoding has no partitions)
+WORKER_MOMENTUM_SCHEMES = ("vanilla", "draco-repetition", "draco-cyclic", "detox", "byzshield")
+
+
+def _check_local(config: "RunConfig") -> None:
+    """Local steps and worker momentum (:mod:`codedbft.training.local_sgd`)."""
+    if config.local_steps < 1:
+        raise ValueError(f"local_steps must be >= 1, got {config.local_steps}")
+    if config.local_lr is not None and not config.local_lr > 0:
+        raise ValueError(f"local_lr must be > 0, got {config.local_lr}")
+    if not 0.0 <= config.worker_momentum < 1.0:
+        raise ValueError(f"worker_momentum must satisfy 0 <= beta < 1, got {config.worker_momentum}")
+    if config.local_steps == 1 and config.worker_momentum == 0:
+        return
+    if config.setting != "master":
+        raise ValueError(f"local_steps > 1 and worker_momentum take setting 'master' only, got {config.setting!r}")
+    from codedbft.registry import canonical
+
+    scheme = canonical(config.scheme)
+    if config.local_steps > 1 and scheme not in LOCAL_STEP_SCHEMES:
+        raise ValueError(f"local_steps > 1 needs a gradient code ({', '.join(LOCAL_STEP_SCHEMES)}): {scheme} "
+                         "encodes the data rows and decodes only a gradient linear in them (K = 1)")
+    if config.worker_momentum > 0 and scheme not in WORKER_MOMENTUM_SCHEMES:
+        raise ValueError(f"worker_momentum needs a scheme whose workers compute the same partitions every step "
+                         f"({', '.join(WORKER_MOMENTUM_SCHEMES)}); {scheme} does not")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every knob of a training run (CLI flag ``--foo-bar`` is field ``foo_bar``).
@@ -80,6 +112,9 @@ class RunConfig:
     Data: ``dataset``, ``split`` (iid, ``dirichlet:alpha=A``, ``gamma:G``, extreme: which rows each
     partition draws from, :mod:`codedbft.training.splits`), ``model``, their params, ``batch_size`` (global: k partitions of
     batch_size // k samples), ``steps``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``seed``.
+    What honest workers send (:mod:`codedbft.training.local_sgd`): ``local_steps`` K (K > 1: the average
+    local gradient of K SGD steps of rate ``local_lr``, default ``lr``; gradient codes only) and
+    ``worker_momentum`` beta (each worker's exponential average; schemes with fixed assignments).
     Runtime: ``backend``, ``address`` (existing Ray cluster; default an embedded local one),
     ``num_cpus`` per worker actor, ``threads`` (torch threads per process: bit-identity needs the
     same everywhere), ``timeout_s`` (per-step reply deadline: later replies are erasures),
@@ -125,6 +160,9 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     seed: int = 0
+    local_steps: int = 1
+    local_lr: float | None = None
+    worker_momentum: float = 0.0
 
     backend: str = "ray"
     address: str | None = None
@@ -175,6 +213,7 @@ class RunConfig:
         if self.isolate_after is not None and self.isolate_after < 1:
             raise ValueError(f"isolate_after must be >= 1, got {self.isolate_after}")
         _check_setting(self)
+        _check_local(self)
         from codedbft.training.splits import parse_split
 
         parse_split(self.split)

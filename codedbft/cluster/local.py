@@ -74,6 +74,7 @@ class LocalBackend:
         stack: torch.Tensor | None = None
         for sel, pois in classes:
             G = self._gradients(w, order.step, [tasks[i] for i in sel], pois)
+            G = self.core.with_momentum([workers[i] for i in sel], [tasks[i] for i in sel], order.step, G)
             msg = G if order.stacked else combine([order.coefficients_of(workers[i]) for i in sel], G)
             if len(classes) == 1:
                 stack = msg
@@ -95,6 +96,15 @@ class LocalBackend:
         if "forge_ms" in info:
             timings["forge_ms"] = info.pop("forge_ms")
         return out.finish(workers, timings, info)
+
+    def worker_state(self) -> dict[tuple[int, int], tuple[int, torch.Tensor]]:
+        """Every worker's momentum state ``{(worker, partition): (step, m)}`` (checkpoints)."""
+        m = self.core.momentum if self.core is not None else None
+        return {} if m is None else m.state_dict()
+
+    def load_worker_state(self, state: dict[tuple[int, int], tuple[int, torch.Tensor]]) -> None:
+        if self.core is not None and self.core.momentum is not None:
+            self.core.momentum.load_state_dict(state)
 
     def close(self) -> None:
         self.core = None

@@ -76,7 +76,9 @@ class Master(Trainer):
         self.spec = WorkerSpec(dataset=config.dataset, model=config.model, k=k, b=config.batch_size // k,
                                seed=config.seed, dataset_params=dict(config.dataset_params),
                                model_params=dict(config.model_params), threads=config.threads,
-                               split=config.split)
+                               split=config.split, local_steps=config.local_steps,
+                               local_lr=config.local_lr if config.local_lr is not None else config.lr,
+                               worker_momentum=config.worker_momentum)
         if config.split != "iid" and self.scheme.name == "data-encoding":
             raise ValueError("data-encoding encodes the rows in its own (shuffled) order: it takes split 'iid' only")
         self.core = WorkerCore(self.spec)  # the master's own copy: evaluation and logged loss
@@ -104,6 +106,7 @@ class Master(Trainer):
         self.totals = {"flagged": 0, "erasures": 0, "computed": 0, "useful": 0, "skipped": 0, "inexact": 0}
         self.elapsed_s = 0.0
         self.last_row: dict[str, Any] = {}
+        self._worker_state: dict[Any, Any] | None = None
         self._started = False
 
     def _give_defence(self, attack: Any) -> None:
@@ -118,6 +121,9 @@ class Master(Trainer):
     def _start_workers(self) -> None:
         programs = [self.scheme.worker_data(i) for i in range(self.scheme.n)]  # data-encoding workers
         self.backend.start(self.scheme.n, self.spec, self.core.ds, programs)
+        if self._worker_state is not None:  # resume: the workers' momentum comes back with the model
+            self.backend.load_worker_state(self._worker_state)
+            self._worker_state = None
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"scheme_info": self.scheme.describe()}
@@ -259,7 +265,13 @@ class Master(Trainer):
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step_idx, "w": self.w.clone(), "optimizer": self.optimizer.state_dict(),
                 "flag_counts": self.flag_counts.copy(), "active": self.active.copy(), "totals": dict(self.totals),
-                "elapsed_s": self.elapsed_s, "scheme": self.scheme.state_dict()}
+                "elapsed_s": self.elapsed_s, "scheme": self.scheme.state_dict(), "worker_state": self._workers_state()}
+
+    def _workers_state(self) -> dict[Any, Any] | None:
+        """The workers' momentum (worker momentum only: it is part of what a resumed run needs)."""
+        if self.spec.worker_momentum == 0:
+            return None
+        return self.backend.worker_state() if self._started else self._worker_state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_idx = int(state["step"])
@@ -270,6 +282,10 @@ class Master(Trainer):
         self.totals = dict(state["totals"])
         self.elapsed_s = float(state["elapsed_s"])
         self.scheme.load_state_dict(state["scheme"])
+        self._worker_state = state.get("worker_state")
+        if self._started and self._worker_state is not None:
+            self.backend.load_worker_state(self._worker_state)
+            self._worker_state = None
 
     def summary(self) -> dict[str, Any]:
         acc = self.test_accuracy()

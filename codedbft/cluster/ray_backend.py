@@ -106,6 +106,25 @@ class RayBackend:
                     raise
                 time.sleep(0.2)
 
+    def worker_state(self) -> dict[tuple[int, int], tuple[int, Any]]:
+        """Every actor's momentum state, merged (checkpoints); a dead actor's part is left out."""
+        import ray
+
+        out: dict[tuple[int, int], tuple[int, Any]] = {}
+        for a in self.actors:
+            try:
+                out.update(ray.get(a.worker_state.remote()))
+            except ray.exceptions.RayError:  # restarting: its state is gone anyway
+                continue
+        return out
+
+    def load_worker_state(self, state: dict[tuple[int, int], tuple[int, Any]]) -> None:
+        """Give every actor its part of ``state`` (resume)."""
+        import ray
+
+        ray.get([a.load_worker_state.remote({k: v for k, v in state.items() if k[0] == i})
+                 for i, a in enumerate(self.actors)])
+
     def broadcast(self, w: torch.Tensor) -> Any:
         import ray
 

@@ -30,6 +30,8 @@ class WorkerSpec:
     rule (``batch(step, k*b, seed)`` split in k), or, with a non-IID ``split``
     (:mod:`codedbft.training.splits`), partition j's b rows from its own shard; ``threads`` fixes
     torch's thread count, which must be the same in every process for bit-identical gradients.
+    ``local_steps``/``local_lr``/``worker_momentum``: what an honest worker sends instead of a
+    plain gradient (:mod:`codedbft.training.local_sgd`; 1 / any / 0 is the plain gradient).
     """
 
     dataset: str
@@ -41,6 +43,9 @@ class WorkerSpec:
     model_params: Mapping[str, Any] = field(default_factory=dict)
     threads: int = 1
     split: str = "iid"
+    local_steps: int = 1
+    local_lr: float = 0.1
+    worker_momentum: float = 0.0
 
 
 class WorkerCore:
@@ -58,6 +63,9 @@ class WorkerCore:
         from codedbft.training.splits import build_split
 
         self.shards = build_split(spec.split, self.ds.y_train.numpy(), spec.k, spec.seed)
+        from codedbft.training.local_sgd import WorkerMomentum
+
+        self.momentum = WorkerMomentum(spec.worker_momentum) if spec.worker_momentum > 0 else None
 
     def batch_indices(self, step: int) -> torch.Tensor:
         """``(k, b)`` training indices of the step's partitions (the same rule in every process)."""
@@ -69,16 +77,36 @@ class WorkerCore:
             out[j] = shard[rng.choice(shard.size, self.spec.b, replace=shard.size < self.spec.b)]
         return torch.from_numpy(out)
 
-    def gradients(self, w: torch.Tensor, step: int, partitions: Sequence[int], poisoned: bool = False) -> torch.Tensor:
-        """Gradients ``(p, d)`` of the given partitions; ``poisoned``: labels flipped (label-flip attack)."""
-        idx = self.batch_indices(step)[torch.as_tensor(list(partitions), dtype=torch.int64)]
+    def rows(self, batch_step: int, partitions: Sequence[int], poisoned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``X (p, b, ...)``, ``y (p, b, ...)``: the given partitions' rows of batch step ``batch_step``;
+        ``poisoned``: labels flipped (label-flip attack)."""
+        idx = self.batch_indices(batch_step)[torch.as_tensor(list(partitions), dtype=torch.int64)]
         X = self.ds.X_train[idx.reshape(-1)].view(*idx.shape, *self.ds.X_train.shape[1:])
         y = self.ds.y_train[idx.reshape(-1)].view(*idx.shape, *self.ds.y_train.shape[1:])
         if poisoned:
             from codedbft.attacks.local import LabelFlip
 
             y = LabelFlip.flip_labels(y, self.ds.num_classes)
+        return X, y
+
+    def gradients(self, w: torch.Tensor, step: int, partitions: Sequence[int], poisoned: bool = False) -> torch.Tensor:
+        """What honest workers send for the given partitions at step ``step``, ``(p, d)``, before
+        worker momentum: the partition gradients, or with ``local_steps > 1`` the average local
+        gradients (:func:`~codedbft.training.local_sgd.average_local_gradient`)."""
+        if self.spec.local_steps > 1:
+            from codedbft.training.local_sgd import average_local_gradient
+
+            return average_local_gradient(self.model, w, step, partitions,
+                                          lambda s, parts: self.rows(s, parts, poisoned),
+                                          self.spec.local_steps, self.spec.local_lr)
+        X, y = self.rows(step, partitions, poisoned)
         return self.model.partition_gradients(w, X, y)
+
+    def with_momentum(self, workers: Sequence[int], tasks: Sequence[Sequence[int]], step: int,
+                      G: torch.Tensor) -> torch.Tensor:
+        """``G (W, p, d)`` (worker ``workers[r]``'s vectors for ``tasks[r]``) through each worker's
+        momentum; ``G`` itself without worker momentum."""
+        return G if self.momentum is None else self.momentum.update(workers, tasks, step, G)
 
 
 def run_program(program: Any, op: str, w: Any, step: int, payload: Any, poisoned: bool,
@@ -120,8 +148,18 @@ class WorkerActorImpl:
         """This worker's honest (or label-poisoned) message; returns ``(message ndarray, compute_ms)``."""
         t0 = time.perf_counter()
         G = self.core.gradients(as_tensor(w), step, partitions, poisoned)
+        G = self.core.with_momentum([self.worker_id], [partitions], step, G[None])[0]
         msg = G if stacked else combine([coefs], G[None])[0]
         return msg.numpy(), (time.perf_counter() - t0) * 1e3
+
+    def worker_state(self) -> dict[tuple[int, int], tuple[int, torch.Tensor]]:
+        """This worker's momentum state (checkpoints); empty without worker momentum."""
+        m = self.core.momentum
+        return {} if m is None else m.state_dict([self.worker_id])
+
+    def load_worker_state(self, state: dict[tuple[int, int], tuple[int, torch.Tensor]]) -> None:
+        if self.core.momentum is not None:
+            self.core.momentum.load_state_dict(state, [self.worker_id])
 
     def forge(self, job: ForgeJob) -> np.ndarray:
         """This worker's row of the coalition's forgery (:mod:`codedbft.cluster.adversary`)."""
