@@ -1,4 +1,4 @@
-"""``codedbft train`` (and ``codedbft demo``): the command line.
+"""``codedbft train``, ``sweep``, ``inspect`` (and ``demo``): the command line.
 
 ``codedbft train`` alone runs the README's main job (see :class:`~codedbft.cluster.RunConfig`'s
 defaults). Precedence: RunConfig defaults < ``--config FILE`` (YAML or JSON, same keys as the flags
@@ -69,8 +69,17 @@ def _name_flag(group: Any, flag: str, registry: Any, text: str, extra: tuple[str
     """A flag whose value is a registered name: choices and per-name help read from ``registry``."""
     from codedbft.registry import canonical, choices_help
 
-    group.add_argument(flag, type=canonical, choices=(*registry.available(), *extra), default=argparse.SUPPRESS,
-                       metavar=flag.lstrip("-").upper(),
+    names = (*registry.available(), *extra)
+
+    def name(text: str) -> str:  # argparse's own choices error gives no suggestion
+        key = canonical(text)
+        if key not in names:
+            raise argparse.ArgumentTypeError(f"unknown {registry.kind} {text!r}{registry.suggest(text)} "
+                                             f"(one of: {', '.join(names)})")
+        return key
+
+    name.__name__ = registry.kind
+    group.add_argument(flag, type=name, default=argparse.SUPPRESS, metavar=flag.lstrip("-").upper(),
                        help=(choices_help(registry, text) + (f"\n  {', '.join(extra)}" if extra else "")).replace("%", "%%"))
 
 
@@ -186,7 +195,7 @@ _DICT_KEYS = ("aggregator_params", "scheme_params", "attack_params", "dataset_pa
 def _config_from_args(args: argparse.Namespace) -> Any:
     from codedbft.cluster import RunConfig
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "no_progress")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "no_progress", "handler")}
     for key in _DICT_KEYS:
         if key in flags:
             flags[key] = dict(flags[key])
@@ -219,7 +228,7 @@ def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         if args.resume:
-            given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "no_progress")}
+            given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "no_progress", "handler")}
             fixed = sorted(set(given) - set(_RESUME_KEYS))
             if fixed or args.config:
                 raise ValueError(f"--resume continues the run as configured; only {', '.join(_RESUME_KEYS)} "
@@ -246,12 +255,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         from codedbft import demo  # written separately; imported only when asked for
 
         return int(demo.main(argv[1:]) or 0)
-    parser = argparse.ArgumentParser(prog="codedbft", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="codedbft", description="Byzantine-resilient distributed SGD with "
+                                     "coding theory: train one run, sweep a grid of runs, inspect codes, runs and sweeps.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_p = _train_parser(sub)
+    train_p.set_defaults(handler=lambda a: train(a, train_p))
     sub.add_parser("demo", help="encode, attack and decode random gradients with each code (codedbft.demo)")
+    import importlib
+
+    for module in SUBCOMMANDS:  # each adds its parser and sets ``handler`` (args -> exit code)
+        importlib.import_module(module).add_parser(sub)
     args = parser.parse_args(argv)
-    return train(args, train_p)
+    return int(args.handler(args) or 0)
+
+
+#: modules that add a subcommand: ``add_parser(subparsers)`` sets ``handler(args) -> exit code``
+SUBCOMMANDS = ("codedbft.sweep.cli", "codedbft.inspection")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("codedbft")
+    except PackageNotFoundError:  # a source checkout that was not installed
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -137,8 +137,15 @@ class Registry(Generic[T]):
         self._load()
         key = canonical(name)
         if key not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}{self.suggest(name)}")
         return self._entries[key]
+
+    def suggest(self, name: str) -> str:
+        """``"; did you mean 'alie'?"`` for the closest registered names (empty when none is close)."""
+        import difflib
+
+        close = difflib.get_close_matches(canonical(name), self.available(), n=2, cutoff=0.6)
+        return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
     def get(self, name: str) -> T:
         """The registered object (class or factory) called ``name``."""

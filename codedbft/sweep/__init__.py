@@ -1,0 +1,1 @@
+"""``codedbft sweep``: grids of training runs (see :mod:`codedbft.sweep.cli`)."""
