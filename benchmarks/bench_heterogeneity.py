@@ -56,13 +56,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for attack in ATTACKS if cfg.get("attack", 1) is not None else ATTACKS[:1]:
                 r = {"config": name, **one(split, attack, cfg, args.steps)}
                 rows.append(r)
-                print(f"{name:22s} {split:20s} {r['attack']:9s} acc {r['accuracy']:.3f}  ({r['wall_s']:.1f} s)", flush=True)
+                print(f"{name:26s} {split:20s} {r['attack']:9s} acc {r['accuracy']:.3f}  ({r['wall_s']:.1f} s)", flush=True)
     print(f"\nfinal test accuracy after {args.steps} steps (n = 15, b = 3, digits, logreg)")
-    print(f"{'config':22s} " + " ".join(f"{s[:9]:>9s}/{a:<8s}" for s in SPLITS for a in ATTACKS))
+    print(f"{'config':26s} " + " ".join(f"{s[:9]:>9s}/{a:<8s}" for s in SPLITS for a in ATTACKS))
     for name in CONFIGS:
         cells = {(r["split"], r["attack"]): r["accuracy"] for r in rows if r["config"] == name}
         vals = [cells.get((s, a), cells.get((s, "none"))) for s in SPLITS for a in ATTACKS]
-        print(f"{name:22s} " + " ".join(f"{v:18.3f}" for v in vals))
+        print(f"{name:26s} " + " ".join(f"{v:18.3f}" for v in vals))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
