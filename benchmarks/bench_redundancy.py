@@ -1,5 +1,10 @@
 """Redundancy versus overhead: every scheme at n ~ 15 workers and s in {1, 2, 3} Byzantine ones.
 
+The study is the shipped sweep grid ``codedbft/grids/redundancy.yaml`` (``codedbft sweep
+redundancy`` runs it as is); this script runs that grid through :func:`codedbft.sweep.run_sweep`
+with its step count, s values, n and seed as flags, then reads every run directory to print the
+table below, and writes the JSON and a figure.
+
 For each scheme (vanilla + mean as the undefended reference, vanilla + median, vanilla + multi-krum, DRACO repetition, DRACO cyclic, DETOX,
 ByzShield, RRR, RRR-randomized with q in {0.1, 0.5}, data encoding) and each s, two training runs of
 T steps on the local backend (``dedup=False``: every (worker, partition) gradient is computed, as on
@@ -10,9 +15,9 @@ random (seeded, fixed for the run). Reported, all measured in the runs:
   encoding: encoded-block products per block, m / (m - 2t));
 * ``decode/step``: median over steps of (decode + aggregate) / step time;
 * ``decode/sum``: median (decode + aggregate) time over the time of ``messages.sum(0)`` on a float32
-  array of the same (message rows, d), measured in the same process;
+  array of the same (message rows, d), measured in this process;
 * ``step ms``: median step time, and ``step x``: its ratio to vanilla + median at the same s in the
-  same run (the baseline without redundancy);
+  same sweep (the baseline without redundancy);
 * ``acc ALIE`` / ``acc omni``: test accuracy after T steps under each attack (``clean``: vanilla +
   mean without attack, the reference);
 * ``exact``: fraction of steps the scheme certified exact (under ALIE; omniscient in the JSON).
@@ -21,7 +26,12 @@ Data: digits + logistic regression (lr 0.2, momentum 0.9, global batch 300); dat
 gradient linear in the data, so it runs least squares on ``digits-linear`` + ``linear`` (lr 0.05),
 marked ``*`` (its accuracy is that of a linear least-squares classifier, not comparable 1:1).
 n is 15 unless the scheme needs another size (DRACO repetition with s = 3 needs (2s+1) | n: n = 14);
-a scheme that cannot be built at (n, s) is listed with the reason.
+a scheme that cannot be built at (n, s) is listed with the reason (the sweep's ``invalid`` rows).
+
+Runs go one at a time by default (``--max-parallel 1``): step times of runs sharing the CPUs would
+measure the sharing. The sweep directory (``<out stem>-sweep``) is started afresh unless
+``--resume``. Ray starts an embedded local instance (on the development machines: through the
+``loopback`` wrapper, see CONTRIBUTING.md).
 
     python benchmarks/bench_redundancy.py [--quick] [--steps T] [--out runs/bench/redundancy.json]
 
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -39,26 +50,24 @@ from typing import Any
 
 from _timing import median_ms
 
-from codedbft.cluster import Master, RunConfig
+from codedbft.sweep import Grid, run_sweep
+from codedbft.sweep.grid import shipped_grids
 
-LOGREG = dict(dataset="digits", model="logreg", lr=0.2)
-LINEAR = dict(dataset="digits-linear", model="linear", lr=0.05)
+#: table labels in the grid's order (the zip group's schemes, then data encoding)
+LABELS = ["vanilla+mean", "vanilla+median", "vanilla+multi-krum", "draco-repetition", "draco-cyclic", "detox",
+          "byzshield", "rrr", "rrr-rand q=0.1", "rrr-rand q=0.5", "data-encoding*"]
+SCHEMES = [(label, {}, label.endswith("*")) for label in LABELS]  # (label, -, least squares): for plot()
+ATTACKS = ("alie", "omniscient")
 
-#: (label, RunConfig overrides, needs least squares)
-SCHEMES: list[tuple[str, dict[str, Any], bool]] = [
-    ("vanilla+mean", dict(scheme="vanilla", aggregator="mean"), False),  # no defence: what the attacks do
-    ("vanilla+median", dict(scheme="vanilla", aggregator="median"), False),
-    ("vanilla+multi-krum", dict(scheme="vanilla", aggregator="multi-krum"), False),
-    ("draco-repetition", dict(scheme="draco-repetition"), False),
-    ("draco-cyclic", dict(scheme="draco-cyclic"), False),
-    ("detox", dict(scheme="detox"), False),
-    ("byzshield", dict(scheme="byzshield"), False),
-    ("rrr", dict(scheme="rrr"), False),
-    ("rrr-rand q=0.1", dict(scheme="rrr-randomized", scheme_params={"q": 0.1}), False),
-    ("rrr-rand q=0.5", dict(scheme="rrr-randomized", scheme_params={"q": 0.5}), False),
-    ("data-encoding*", dict(scheme="data-encoding"), True),
-]
-ATTACKS = {"alie": {}, "omniscient": {"c": 10.0}}
+
+def label_of(row: dict[str, Any]) -> str:
+    """The table label of a results row (scheme, rule, q)."""
+    scheme = row["scheme"]
+    if scheme == "vanilla":
+        return f"vanilla+{row['aggregator']}"
+    if scheme == "rrr-randomized":
+        return f"rrr-rand q={(row.get('scheme_params') or {}).get('q', 0.1)}"
+    return "data-encoding*" if scheme == "data-encoding" else scheme
 
 
 def workers_for(label: str, s: int, n: int) -> int:
@@ -69,6 +78,25 @@ def workers_for(label: str, s: int, n: int) -> int:
     return n
 
 
+def make_grid(steps: int, ss: list[int], n: int, seed: int) -> Grid:
+    """The shipped redundancy grid at T steps, s in ``ss``, n workers, one seed."""
+    d = Grid.from_file(shipped_grids()["redundancy"]).to_dict()
+    every = max(1, min(50, steps))
+    d["base"].update(steps=steps, workers=n, eval_every=every, checkpoint_every=every)
+    d["axes"]["byzantine"] = list(ss)
+    d["seeds"] = [seed]
+    keep = [inc for inc in d["include"] if inc["scheme"] != "draco-repetition"
+            and (inc.get("byzantine") in ss or inc.get("byzantine") == 0)]
+    d["exclude"] = [e for e in d["exclude"] if e.get("scheme") != "draco-repetition"]
+    for s in ss:  # DRACO repetition where (2s+1) does not divide n: its own n
+        nn = workers_for("draco-repetition", s, n)
+        if nn != n:
+            d["exclude"].append({"scheme": "draco-repetition", "byzantine": s})
+            keep += [{"scheme": "draco-repetition", "byzantine": s, "workers": nn, "attack": a} for a in ATTACKS]
+    d["include"] = keep
+    return Grid.from_dict(d)
+
+
 def sum_ms(rows: int, d: int, repeat: int = 7) -> float:
     """Median time of ``messages.sum(0)`` on a (rows, d) float32 array: the no-redundancy baseline."""
     import numpy as np
@@ -77,51 +105,54 @@ def sum_ms(rows: int, d: int, repeat: int = 7) -> float:
     return median_ms(lambda: x.sum(axis=0), repeat)
 
 
-def run_one(cfg: RunConfig) -> dict[str, Any]:
-    m = Master(cfg)
-    t0 = time.perf_counter()
-    rows = [m.step() for _ in range(cfg.steps)]
-    wall = time.perf_counter() - t0
-    s = m.summary()
-    m.close()
-    sc = m.scheme
+def measured(out: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """The bench's numbers of one finished run, from its run directory (medians over steps)."""
+    from codedbft.cluster import RunConfig
+    from codedbft.cluster.rundir import RunDir
+    from codedbft.schemes import build_scheme
+
+    rd = RunDir(out / row["run_dir"])
+    cfg = RunConfig.from_dict({k: v for k, v in rd.read_config().items() if k in RunConfig.field_names()})
+    summary = json.loads(rd.summary_path.read_text())
+    sc = build_scheme(cfg.scheme_config())
+    rows = [r for r in rd.read_metrics() if "step_ms" in r]
     rows_per_worker = len(sc.assignment[0]) if getattr(sc, "stacked", False) else 1
-    base_sum = sum_ms(sc.n * rows_per_worker, s["d"])
     frac = [(r.get("decode_ms", 0.0) + r.get("aggregate_ms", 0.0)) / r["step_ms"] for r in rows if r["step_ms"] > 0]
     return {
-        "n": m.scheme.n, "k": m.scheme.k, "d": s["d"],
-        "redundancy": 1.0 / s["computation_efficiency"] if s["computation_efficiency"] else None,
+        "n": sc.n, "k": sc.k, "d": summary["d"], "redundancy": row["redundancy"],
         "step_ms": statistics.median(r["step_ms"] for r in rows),
         "decode_ms": statistics.median(r.get("decode_ms", 0.0) + r.get("aggregate_ms", 0.0) for r in rows),
         "decode_frac": statistics.median(frac) if frac else None,
-        "sum_ms": base_sum,
-        "accuracy": s["final_test_accuracy"], "exact_frac": 1.0 - s["inexact_steps"] / cfg.steps,
-        "flagged_total": s["flagged_total"], "isolated": s["isolated"], "wall_s": wall,
+        "sum_ms": sum_ms(sc.n * rows_per_worker, summary["d"]),
+        "accuracy": row["final_test_accuracy"], "exact_frac": 1.0 - summary["inexact_steps"] / cfg.steps,
+        "flagged_total": row["flagged_total"], "isolated": summary["isolated"], "wall_s": row["wall_s"],
     }
 
 
-def study(steps: int, ss: list[int], n: int, seed: int) -> dict[str, Any]:
-    base = dict(backend="local", dedup=False, batch_size=300, momentum=0.9, steps=steps, eval_every=steps,
-                log_every=steps, seed=seed, placement="random")
-    results: list[dict[str, Any]] = []
-    clean = run_one(RunConfig(**base, **LOGREG, scheme="vanilla", workers=n, byzantine=0, attack=None))
-    clean_ls = run_one(RunConfig(**base, **LINEAR, scheme="vanilla", workers=n, byzantine=0, attack=None))
-    for s in ss:
-        for label, over, linear in SCHEMES:
-            entry: dict[str, Any] = {"scheme": label, "s": s, "least_squares": linear}
-            nn = workers_for(label, s, n)
-            for attack, params in ATTACKS.items():
-                try:
-                    cfg = RunConfig(**base, **(LINEAR if linear else LOGREG), **over, workers=nn, byzantine=s,
-                                    attack=attack, attack_params=params)
-                    entry[attack] = run_one(cfg)
-                except ValueError as err:  # the scheme cannot be built at (n, s): say why
-                    entry["unavailable"] = str(err)
-                    break
-            results.append(entry)
-            print(f"  s={s} {label:<20} {'n/a' if 'unavailable' in entry else 'done'}", flush=True)
-    return {"steps": steps, "n": n, "seed": seed, "clean_accuracy": clean["accuracy"],
-            "clean_accuracy_least_squares": clean_ls["accuracy"], "results": results}
+def study(steps: int, ss: list[int], n: int, seed: int, sweep_dir: Path | None = None, max_parallel: int = 1,
+          resume: bool = False) -> dict[str, Any]:
+    sweep_dir = sweep_dir or Path("runs/bench/redundancy-sweep")
+    if sweep_dir.exists() and not resume:
+        shutil.rmtree(sweep_dir)
+    rows = run_sweep(make_grid(steps, ss, n, seed), sweep_dir, max_parallel=max_parallel, plot=False)
+    out = sweep_dir.resolve()
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} runs failed, e.g. {failed[0]['cell']}: {failed[0]['error']}")
+    clean = {"digits-linear" in r["cell"]: r["final_test_accuracy"] for r in rows if r["byzantine"] == 0}
+    by_key: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in rows:
+        if r["byzantine"] == 0:
+            continue
+        entry = by_key.setdefault((r["byzantine"], label_of(r)), {"scheme": label_of(r), "s": r["byzantine"],
+                                                                   "least_squares": r["scheme"] == "data-encoding"})
+        if r["status"] == "invalid":
+            entry["unavailable"] = r["error"]
+        else:
+            entry[r["attack"]] = measured(out, r)
+    results = [by_key[(s, label)] for s in ss for label in LABELS if (s, label) in by_key]
+    return {"steps": steps, "n": n, "seed": seed, "clean_accuracy": clean.get(False),
+            "clean_accuracy_least_squares": clean.get(True), "results": results, "sweep_dir": str(sweep_dir)}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -183,14 +214,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--s", type=int, nargs="+", default=None, help="Byzantine counts (default 1 2 3)")
     ap.add_argument("--workers", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/bench/redundancy.json")
+    ap.add_argument("--out", default="runs/bench/redundancy.json", help="the JSON report (the sweep: <stem>-sweep/)")
+    ap.add_argument("--max-parallel", type=int, default=1, help="runs at a time (default 1: clean step times)")
+    ap.add_argument("--resume", action="store_true", help="keep the finished runs of an earlier sweep with the same flags")
     args = ap.parse_args(argv)
     steps = args.steps or (15 if args.quick else 150)
     ss = args.s or ([2] if args.quick else [1, 2, 3])
     t0 = time.perf_counter()
-    report = study(steps, ss, args.workers, args.seed)
-    report["wall_s"] = time.perf_counter() - t0
     out = Path(args.out)
+    report = study(steps, ss, args.workers, args.seed, out.with_name(out.stem + "-sweep"), args.max_parallel,
+                   args.resume)
+    report["wall_s"] = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=float))
     png = out.with_suffix(".png")
