@@ -154,7 +154,7 @@ def test_registries_yield_their_names():
     assert isinstance(DATASETS, Registry) and isinstance(MODELS, Registry) and isinstance(OPTIMIZERS, Registry)
     assert tuple(DATASETS) == ("digits", "digits-linear", "mnist1d", "synthetic-regression")
     assert tuple(MODELS) == ("cnn1d", "linear", "logreg", "mlp")
-    assert tuple(OPTIMIZERS) == ("adam", "sgd")
+    assert {"adam", "adamw", "adagrad", "rmsprop", "sgd"} <= set(OPTIMIZERS)
     assert "digits" in DATASETS and "synthetic_regression" in DATASETS and "cifar" not in DATASETS
     assert "mlp" in MODELS and "sgd" in OPTIMIZERS and "lbfgs" not in OPTIMIZERS
     for reg in (DATASETS, MODELS, OPTIMIZERS):
@@ -166,7 +166,8 @@ def test_registries_yield_their_names():
     [
         (lambda: load_dataset("cifar"), "unknown dataset 'cifar'; available: digits, digits-linear, mnist1d, synthetic-regression"),
         (lambda: build_model("resnet", None), "unknown model 'resnet'; available: cnn1d, linear, logreg, mlp"),
-        (lambda: make_optimizer("lbfgs", lr=0.1), "unknown optimizer 'lbfgs'; available: adam, sgd"),
+        (lambda: make_optimizer("rmsprob", lr=0.1), "unknown optimizer 'rmsprob'; available: " + ", ".join(OPTIMIZERS)
+         + "; did you mean 'rmsprop' or 'rprop'?"),
     ],
 )
 def test_unknown_names_list_the_available_ones(build, message):
@@ -213,21 +214,23 @@ def test_unknown_model_option_names_the_key_and_lists_the_valid_ones(digits, nam
 
 
 @pytest.mark.parametrize(
-    "name, valid", [("sgd", ["momentum", "weight_decay"]), ("adam", ["momentum", "weight_decay", "betas", "eps"])]
+    "name, valid",
+    [("sgd", ["dampening", "nesterov", "maximize", "foreach", "differentiable", "fused"]),
+     ("adam", ["betas", "eps", "amsgrad", "foreach", "maximize", "capturable", "differentiable", "fused",
+               "decoupled_weight_decay"])],
 )
 def test_unknown_optimizer_option_names_the_key_and_lists_the_valid_ones(name, valid):
     with pytest.raises(ValueError) as err:
         make_optimizer(name, lr=0.1, foo=1, bar=2)
-    assert str(err.value) == f"unknown optimizer parameters ['bar', 'foo'] for {name!r}; valid: {valid}"
+    assert str(err.value) == f"unknown optimizer parameter 'foo' for {name!r}; valid: {valid}"
 
 
-def test_adam_momentum_is_beta1_and_options_reach_the_optimizer():
+def test_momentum_goes_to_the_optimizers_that_take_it_and_options_reach_the_optimizer():
     opt = make_optimizer("adam", lr=0.1, momentum=0.8, betas=(0.5, 0.99), eps=1e-6)
-    assert (opt.beta1, opt.beta2, opt.eps) == (0.8, 0.99, 1e-6)
-    opt = make_optimizer("adam", lr=0.1, betas=(0.5, 0.99))
-    assert (opt.beta1, opt.beta2, opt.eps) == (0.5, 0.99, 1e-8)
+    assert (opt.betas, opt.eps) == ((0.5, 0.99), 1e-6) and "momentum" not in opt.torch_optimizer.defaults
     sgd = make_optimizer("SGD", lr=0.1, momentum=0.5, weight_decay=0.1)
-    assert (sgd.name, sgd.momentum, sgd.weight_decay) == ("sgd", 0.5, 0.1)
+    assert (sgd.name, sgd.momentum, sgd.weight_decay, sgd.foreach) == ("sgd", 0.5, 0.1, False)
+    assert make_optimizer("rmsprop", lr=0.1, momentum=0.5).momentum == 0.5
 
 
 # ----------------------------------------------------------------------------- models
@@ -445,3 +448,24 @@ def test_optimizer_matches_torch_and_state_round_trip(digits, name, kw, torch_cl
         assert torch.equal(w2, traj[t])
     with pytest.raises(ValueError, match="state is for optimizer"):
         make_optimizer("adam" if name == "sgd" else "sgd", lr=0.1).load_state_dict(saved_sd)
+
+
+@pytest.mark.parametrize("name, kw", [("sgd", {"momentum": 0.9, "weight_decay": 1e-3}), ("adam", {"weight_decay": 1e-3})])
+def test_checkpoints_of_the_hand_written_optimizers_still_load(digits, name, kw):
+    """The state format of the hand-written SGD/Adam that torch.optim replaced: an old checkpoint resumes."""
+    fm = FlatModel(build_model("logreg", digits, seed=0))
+    X, y = digits.partition_batch(0, 1, 64, seed=0)
+    opt = make_optimizer(name, lr=0.05, **kw)
+    w = fm.init_params()
+    for _ in range(3):
+        w = opt.step(w, fm.partition_gradient(w, X[0], y[0]))
+    tstate = opt.state_dict()["optimizer"]["state"][0]
+    legacy = {"name": name, "t": 3, "lr": 0.05, "weight_decay": kw["weight_decay"]}
+    if name == "sgd":
+        legacy.update(momentum=0.9, buf=tstate["momentum_buffer"].clone())
+    else:
+        legacy.update(beta1=0.9, beta2=0.999, eps=1e-8, m=tstate["exp_avg"].clone(), v=tstate["exp_avg_sq"].clone())
+    old = make_optimizer(name, lr=0.05, **kw)
+    old.load_state_dict(legacy)
+    g = fm.partition_gradient(w, X[0], y[0])
+    assert torch.equal(old.step(w, g), opt.step(w, g)) and old.t == opt.t == 4
