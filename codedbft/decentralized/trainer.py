@@ -112,9 +112,12 @@ class DecentralizedTrainer(Trainer):
             disconnected benign subgraph, a rule's bound, a data-level attack, too small a shard.
     """
 
-    def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None):
+    def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None, *,
+                 model: Any = None, dataset: Any = None):
         from codedbft.decentralized.rules import build_rule
+        from codedbft.training.byo import bind_objects
 
+        config, model_source, data = bind_objects(config, model=model, dataset=dataset)  # a user's objects
         self.config = config
         self.n = n = config.nodes or config.workers
         self.byzantine = self._place(config, n)
@@ -126,10 +129,10 @@ class DecentralizedTrainer(Trainer):
         self.rule = build_rule(config.rule, **dict(config.rule_params))
         self.attack = self._attack(config)
         node_batch = max(1, config.batch_size // n)
-        self.spec = WorkerSpec(dataset=config.dataset, model=config.model, k=1, b=node_batch, seed=config.seed,
+        self.spec = WorkerSpec(dataset=config.dataset, model=model_source, k=1, b=node_batch, seed=config.seed,
                                dataset_params=dict(config.dataset_params), model_params=dict(config.model_params),
                                threads=config.threads)
-        self.core = WorkerCore(self.spec)
+        self.core = WorkerCore(self.spec, data)
         shards = node_shards(n, self.core.ds, config)
         self.programs = [NodeProgram(i, shards[i], node_batch, config.seed) if i in self.benign else None
                          for i in range(n)]

@@ -103,9 +103,11 @@ class ByzSGDTrainer(Trainer):
     """
 
     def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None,
-                 server_backend: Any = None):
+                 server_backend: Any = None, *, model: Any = None, dataset: Any = None):
         from codedbft.aggregators import by_name
+        from codedbft.training.byo import bind_objects
 
+        config, model_source, data = bind_objects(config, model=model, dataset=dataset)  # a user's objects
         self.config = config
         self.n_ps, self.f_ps = config.servers, config.byzantine_servers
         self.n_w, self.f_w = config.workers, config.byzantine
@@ -121,10 +123,10 @@ class ByzSGDTrainer(Trainer):
         b = config.batch_size // self.n_w
         if b < 1:
             raise ValueError(f"batch_size >= workers required (one partition per worker), got {config.batch_size}")
-        self.spec = WorkerSpec(dataset=config.dataset, model=config.model, k=self.n_w, b=b, seed=config.seed,
+        self.spec = WorkerSpec(dataset=config.dataset, model=model_source, k=self.n_w, b=b, seed=config.seed,
                                dataset_params=dict(config.dataset_params), model_params=dict(config.model_params),
                                threads=config.threads)
-        self.core = WorkerCore(self.spec)
+        self.core = WorkerCore(self.spec, data)
         self.theta = self.core.model.init_params().repeat(self.n_ps, 1)  # (n_ps, d); Byzantine rows unused
         self.backend = backend if backend is not None else make_backend(config)
         self.server_backend = server_backend if server_backend is not None else make_backend(config)

@@ -146,8 +146,13 @@ def load_dataset(name: str, seed: int = 0, **opts: Any) -> Dataset:
     * ``synthetic-regression``: ``n_train`` (2000), ``n_test`` (500), ``p`` (50), ``noise`` (0.0,
       standard deviation of the additive Gaussian noise).
 
-    An unknown ``name`` or option key raises ValueError listing the valid ones.
+    An unknown ``name`` or option key raises ValueError listing the valid ones. An import path
+    ``"pkg.mod:attr"`` loads a user dataset (:mod:`codedbft.training.byo`), ``opts`` going to its factory.
     """
+    if isinstance(name, str) and ":" in name:  # an import path (or an object's label: a clear error)
+        from codedbft.training.byo import as_dataset
+
+        return as_dataset(name, seed=seed, params=opts)
     DATASETS.check_params(name, opts, fixed=("seed",))
     return DATASETS.get(name)(seed, **opts)
 

@@ -64,8 +64,13 @@ def build_model(name: str, ds: Dataset, seed: int = 0, **opts: Any) -> nn.Module
 
     Options: ``mlp``: ``hidden`` (sequence of ints, default ``(64,)``); ``cnn1d``: ``channels``
     (default 16), ``kernel_size`` (default 5); ``linear``: ``bias`` (default False); ``logreg``: none.
-    An unknown ``name`` or option key raises ValueError listing the valid ones.
+    An unknown ``name`` or option key raises ValueError listing the valid ones. ``name`` may also be an
+    import path ``"pkg.mod:attr"``, an ``nn.Module`` or a factory (:mod:`codedbft.training.byo`).
     """
+    if not isinstance(name, str) or ":" in name:  # a user's model: path, module or factory
+        from codedbft.training.byo import build_user_model
+
+        return build_user_model(name, ds, seed, **opts)
     MODELS.check_params(name, opts, fixed=_SIZES)
     builder = MODELS.get(name)
     in_features = int(math.prod(ds.input_shape))
