@@ -65,13 +65,17 @@ def _registries() -> dict[str, Any]:
                 rule=RULES)
 
 
-def _name_flag(group: Any, flag: str, registry: Any, text: str, extra: tuple[str, ...] = ()) -> None:
-    """A flag whose value is a registered name: choices and per-name help read from ``registry``."""
+def _name_flag(group: Any, flag: str, registry: Any, text: str, extra: tuple[str, ...] = (),
+               paths: bool = False) -> None:
+    """A flag whose value is a registered name: choices and per-name help read from ``registry``;
+    ``paths``: an import path ``pkg.mod:attr`` is accepted too (imported when the config is validated)."""
     from codedbft.registry import canonical, choices_help
 
     names = (*registry.available(), *extra)
 
     def name(text: str) -> str:  # argparse's own choices error gives no suggestion
+        if paths and ":" in text:  # a user's object (codedbft.training.byo), kept as typed
+            return text.strip()
         key = canonical(text)
         if key not in names:
             raise argparse.ArgumentTypeError(f"unknown {registry.kind} {text!r}{registry.suggest(text)} "
@@ -80,7 +84,8 @@ def _name_flag(group: Any, flag: str, registry: Any, text: str, extra: tuple[str
 
     name.__name__ = registry.kind
     group.add_argument(flag, type=name, default=argparse.SUPPRESS, metavar=flag.lstrip("-").upper(),
-                       help=(choices_help(registry, text) + (f"\n  {', '.join(extra)}" if extra else "")).replace("%", "%%"))
+                       help=(choices_help(registry, text) + (f"\n  {', '.join(extra)}" if extra else "")
+                             + ("\n  or an import path package.module:attribute (docs/byo.md)" if paths else "")).replace("%", "%%"))
 
 
 def _train_parser(sub: Any) -> argparse.ArgumentParser:
@@ -134,18 +139,28 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--placement-ids", type=_ids, default=S, metavar="I,J,...", help="worker ids for --placement fixed")
     g.add_argument("--redraw", action="store_true", default=S, help="redraw the random placement every step")
     g = p.add_argument_group("training")
-    _name_flag(g, "--dataset", reg["dataset"], "training data")
+    _name_flag(g, "--dataset", reg["dataset"], "training data", paths=True)
     g.add_argument("--dataset-param", dest="dataset_params", **kv, help="a dataset option (repeatable)")
     g.add_argument("--split", default=S, metavar="SPLIT",
                    help="which rows each partition (or node) draws from: iid, dirichlet:alpha=0.1, gamma:0.5, extreme")
-    _name_flag(g, "--model", reg["model"], "the model")
+    _name_flag(g, "--model", reg["model"], "the model", paths=True)
     g.add_argument("--model-param", dest="model_params", **kv, help="a model option (repeatable)")
     g.add_argument("--steps", type=int, default=S, help="training steps")
     g.add_argument("--batch-size", type=int, default=S, help="global batch (k partitions of batch_size // k)")
     _name_flag(g, "--optimizer", reg["optimizer"], "how the decoded gradient is applied")
     g.add_argument("--lr", type=float, default=S, help="learning rate")
-    g.add_argument("--momentum", type=float, default=S, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=S, help="L2 weight decay")
+    g.add_argument("--momentum", type=float, default=S,
+                   help="momentum of the optimizers that take one (sgd, rmsprop); ignored by the others")
+    g.add_argument("--weight-decay", type=float, default=S, help="weight decay (L2; decoupled for adamw)")
+    g.add_argument("--optimizer-param", dest="optimizer_params", **kv,
+                   help="another keyword of the torch.optim optimizer (repeatable), e.g. betas=0.9,0.99, eps=1e-7, "
+                        "nesterov=true; unknown keys are an error listing the valid ones")
+    from codedbft.training.optim import SCHEDULES
+
+    g.add_argument("--lr-schedule", default=S, metavar="NAME[:KEY=VALUE,...]",
+                   help=choices_help(SCHEDULES, "torch.optim.lr_scheduler schedule of the lr, stepped once per "
+                                     "training step (also a skipped one), e.g. cosine, step:step_size=100,gamma=0.5, "
+                                     "multistep:milestones=[100,200]").replace("%", "%%"))
     g.add_argument("--seed", type=int, default=S, help="seed of every random draw")
     g.add_argument("--local-steps", type=int, default=S, metavar="K",
                    help="honest workers take K local SGD steps per partition and send the average local gradient "
@@ -157,9 +172,17 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("runtime")
     _name_flag(g, "--backend", reg["backend"], "where the workers run")
     g.add_argument("--address", default=S, help="existing Ray cluster (default: an embedded local instance)")
-    g.add_argument("--num-cpus", type=float, default=S, help="CPUs per worker actor")
+    g.add_argument("--num-cpus", type=float, default=S, help="CPUs reserved per Ray actor")
+    g.add_argument("--actors", type=int, default=S, metavar="N",
+                   help="Ray actors (processes) hosting the workers round-robin, each computing its workers batched "
+                        "(default: one per CPU of the embedded instance, one per worker with --address)")
     g.add_argument("--threads", type=int, default=S, help="torch threads per process")
     g.add_argument("--timeout", dest="timeout_s", type=float, default=S, help="per-step reply deadline (s)")
+    g.add_argument("--wait-for", dest="wait_for", choices=("all", "auto"), default=S,
+                   help="auto: decode as soon as the replies in hand leave the code able to correct the placed "
+                        "Byzantine workers (DRACO with --tolerate > --byzantine); late replies are erasures")
+    g.add_argument("--straggle", default=S, metavar="P:FACTOR",
+                   help="straggler model (Ray): each worker is FACTOR times slower with probability P per step, seeded")
     g.add_argument("--max-restarts", type=int, default=S, help="Ray restarts of a dead worker actor")
     g.add_argument("--isolate-after", type=int, default=S, help="stop asking a worker flagged this many times")
     g = p.add_argument_group("output")
@@ -167,6 +190,8 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--eval-every", type=int, default=S, help="test accuracy every k steps")
     g.add_argument("--log-every", type=int, default=S, help="metrics row every k steps")
     g.add_argument("--checkpoint-every", type=int, default=S, help="checkpoint every k steps")
+    g.add_argument("--tensorboard", action="store_true", default=S,
+                   help="also write the metrics as TensorBoard scalars to RUN_DIR/tensorboard (pip install tensorboard)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_defaults(p)
     return p
@@ -187,9 +212,9 @@ def _add_defaults(parser: argparse.ArgumentParser) -> None:
 
 
 #: what a resumed run may change: how long and where it runs, never what it computes
-_RESUME_KEYS = ("steps", "backend", "address", "num_cpus", "timeout_s", "max_restarts")
+_RESUME_KEYS = ("steps", "backend", "address", "num_cpus", "timeout_s", "max_restarts", "actors", "tensorboard")
 _DICT_KEYS = ("aggregator_params", "scheme_params", "attack_params", "dataset_params", "model_params",
-              "topology_params", "rule_params")
+              "topology_params", "rule_params", "optimizer_params")
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:

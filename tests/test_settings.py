@@ -162,10 +162,12 @@ def test_a_killed_node_actor_is_a_missing_neighbour_for_a_step_and_is_restarted(
     tr = make_trainer(RunConfig(**kw), backend=ray_backend)
     tr.step()
     node = tr.benign[0]
-    victim = ray_backend.pids()[node]
+    pids = ray_backend.pids()
+    victim = pids[node]
+    hosted = [i for i, p in enumerate(pids) if p == victim]  # the nodes that actor hosts (round-robin)
     os.kill(victim, signal.SIGKILL)
     down = tr.step()
-    assert down["missing"] == 1  # the killed node only; its neighbours aggregate without it
+    assert node in hosted and down["missing"] == len(hosted) < 6  # its nodes only; the others aggregate without them
     assert victim not in ray_backend.pids()  # waits until Ray has restarted the actor
     assert tr.step()["missing"] == 0  # back, with its program (constructor arguments)
     assert np.isfinite(tr.X.numpy()).all()

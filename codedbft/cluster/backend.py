@@ -102,8 +102,10 @@ class Backend(Protocol):
 
     def broadcast(self, w: Any) -> Any: ...
 
-    def execute(self, order: Order, w_handle: Any, coalition: Coalition | None, timeout_s: float) -> Collected:
-        """Run ``order`` for step ``order.step`` (Byzantine workers of ``coalition`` forge or poison)."""
+    def execute(self, order: Order, w_handle: Any, coalition: Coalition | None, timeout_s: float,
+                quorum: Any = None) -> Collected:
+        """Run ``order`` for step ``order.step`` (Byzantine workers of ``coalition`` forge or poison);
+        with a :class:`~codedbft.schemes.Quorum`, stop waiting once the replies in hand meet it."""
         ...
 
     def worker_state(self) -> dict[Any, Any]:

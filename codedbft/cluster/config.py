@@ -28,9 +28,17 @@ def _check_names(config: "RunConfig") -> None:
 
     from codedbft.cluster.trainer import SETTINGS
 
+    from codedbft.training.byo import check_source, is_object_label
+
     checks = [(SETTINGS, config.setting), (BACKENDS, config.backend), (PLACEMENTS, config.placement),
-              (SCHEMES, config.scheme), (DATASETS, config.dataset), (MODELS, config.model),
               (OPTIMIZERS, config.optimizer)]
+    # model and dataset: a registered name, an import path "pkg.mod:attr" (imported here), or the label
+    # of a Python object given to the trainer (codedbft.training.byo); the scheme: a name or a label
+    checks += [(reg, name) for reg, name, params in ((DATASETS, config.dataset, config.dataset_params),
+                                                     (MODELS, config.model, config.model_params))
+               if not check_source(reg.kind, name, params)]
+    if not is_object_label(config.scheme):
+        checks.append((SCHEMES, config.scheme))
     if config.aggregator is not None:
         checks.append((AGGREGATORS, config.aggregator))
     if config.attacked:
@@ -70,10 +78,26 @@ def _check_setting(config: "RunConfig") -> None:
 #: schemes whose per-partition vectors can be average local gradients (K > 1): every gradient code
 #: (the codes act on per-partition vectors whatever they are); data encoding encodes the rows and needs
 #: the gradient linear in them (K = 1)
-LOCAL_STEP_SCHEMES = ("vanilla", "draco-repetition", "draco-cyclic", "detox", "byzshield", "rrr", "rrr-randomized")
+LOCAL_STEP_SCHEMES = ("vanilla", "draco-repetition", "draco-cyclic", "detox", "byzshield", "rrr", "rrr-randomized",
+                      "code")
 #: schemes whose workers compute the same partitions every step, so worker momentum is a function of one
 #: history per copy (RRR asks spare workers only on checked steps; data encoding has no partitions)
-WORKER_MOMENTUM_SCHEMES = ("vanilla", "draco-repetition", "draco-cyclic", "detox", "byzshield")
+WORKER_MOMENTUM_SCHEMES = ("vanilla", "draco-repetition", "draco-cyclic", "detox", "byzshield", "code")
+
+
+def parse_straggle(text: str | None) -> tuple[float, float] | None:
+    """``"P:FACTOR"`` -> ``(P, FACTOR)``: each worker straggles with probability P per step, FACTOR
+    times slower (benchmarks' straggler model); ValueError naming the constraint."""
+    if text in (None, "", "none"):
+        return None
+    try:
+        p_text, f_text = str(text).split(":")
+        p, factor = float(p_text), float(f_text)
+    except ValueError:
+        raise ValueError(f"straggle must be 'P:FACTOR' (e.g. 0.1:5), got {text!r}") from None
+    if not (0.0 <= p <= 1.0 and factor >= 1.0):
+        raise ValueError(f"straggle needs 0 <= P <= 1 and FACTOR >= 1, got {text!r}")
+    return p, factor
 
 
 def _check_local(config: "RunConfig") -> None:
@@ -89,7 +113,10 @@ def _check_local(config: "RunConfig") -> None:
     if config.setting != "master":
         raise ValueError(f"local_steps > 1 and worker_momentum take setting 'master' only, got {config.setting!r}")
     from codedbft.registry import canonical
+    from codedbft.training.byo import is_object_label
 
+    if is_object_label(config.scheme):  # scheme= object: the trainer checks it (a code takes both)
+        return
     scheme = canonical(config.scheme)
     if config.local_steps > 1 and scheme not in LOCAL_STEP_SCHEMES:
         raise ValueError(f"local_steps > 1 needs a gradient code ({', '.join(LOCAL_STEP_SCHEMES)}): {scheme} "
@@ -97,6 +124,26 @@ def _check_local(config: "RunConfig") -> None:
     if config.worker_momentum > 0 and scheme not in WORKER_MOMENTUM_SCHEMES:
         raise ValueError(f"worker_momentum needs a scheme whose workers compute the same partitions every step "
                          f"({', '.join(WORKER_MOMENTUM_SCHEMES)}); {scheme} does not")
+
+
+def _check_optimizer(config: "RunConfig") -> None:
+    """The optimizer's parameters and the lr schedule (normalised in place: ``betas="0.9,0.99"`` is a
+    tuple), and TensorBoard's package (:mod:`codedbft.training.optim`)."""
+    from codedbft.training.optim import check_optimizer
+
+    params, schedule = check_optimizer(config.optimizer, config.lr, config.momentum, config.weight_decay,
+                                       config.optimizer_params, config.lr_schedule, config.steps)
+    object.__setattr__(config, "optimizer_params", params)
+    object.__setattr__(config, "lr_schedule", schedule)
+    if config.setting != "master" and (params or schedule):
+        raise ValueError(f"optimizer_params and lr_schedule take setting 'master' only: the {config.setting} "
+                         "setting's update is plain SGD with lr")
+    if config.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("tensorboard (--tensorboard) needs the tensorboard package: pip install tensorboard "
+                             "(or pip install 'codedbft[tensorboard]')")
 
 
 @dataclass(frozen=True)
@@ -110,8 +157,12 @@ class RunConfig:
     :attr:`attack_kwargs`), ``placement``,
     ``placement_ids`` (for "fixed"), ``redraw`` (random placement redrawn every step).
     Data: ``dataset``, ``split`` (iid, ``dirichlet:alpha=A``, ``gamma:G``, extreme: which rows each
-    partition draws from, :mod:`codedbft.training.splits`), ``model``, their params, ``batch_size`` (global: k partitions of
-    batch_size // k samples), ``steps``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``seed``.
+    partition draws from, :mod:`codedbft.training.splits`), ``model``, their params (``dataset`` and ``model`` may
+    also be import paths ``"pkg.mod:attr"``, or labels of objects given to the trainer: :mod:`codedbft.training.byo`),
+    ``batch_size`` (global: k partitions of
+    batch_size // k samples), ``steps``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``seed``,
+    ``optimizer_params`` (the torch.optim class's other keywords, e.g. ``{"betas": (0.9, 0.99)}``),
+    ``lr_schedule`` (``NAME[:KEY=VALUE,...]``, stepped once per training step; setting master).
     What honest workers send (:mod:`codedbft.training.local_sgd`): ``local_steps`` K (K > 1: the average
     local gradient of K SGD steps of rate ``local_lr``, default ``lr``; gradient codes only) and
     ``worker_momentum`` beta (each worker's exponential average; schemes with fixed assignments).
@@ -119,8 +170,13 @@ class RunConfig:
     ``num_cpus`` per worker actor, ``threads`` (torch threads per process: bit-identity needs the
     same everywhere), ``timeout_s`` (per-step reply deadline: later replies are erasures),
     ``max_restarts``, ``isolate_after`` (stop asking a worker flagged that many times), ``dedup``
-    (local backend computes each distinct partition once).
-    Output: ``run_dir``, ``eval_every``, ``log_every``, ``checkpoint_every``.
+    (local backend, and each Ray actor, computes each distinct partition once), ``actors`` (Ray
+    processes hosting the workers round-robin; default one per CPU of an embedded instance, one per
+    worker on a named cluster), ``wait_for`` ("all", or "auto": decode once the replies in hand
+    leave the code able to correct the placed Byzantine workers, the rest are erasures),
+    ``straggle`` ("P:FACTOR", the benchmarks' straggler model on Ray).
+    Output: ``run_dir``, ``eval_every``, ``log_every``, ``checkpoint_every``, ``tensorboard`` (also
+    write each metrics row's numbers to ``run_dir/tensorboard/``; needs the tensorboard package).
     Trust model: ``setting`` ("master", "decentralized", "byzantine-servers").
     Decentralized (UBAR paper): ``nodes`` (default: ``workers``), ``topology`` with ``connection``
     (Erdős–Rényi p) and ``topology_params``, the neighbourhood ``rule`` and ``rule_params``,
@@ -159,6 +215,8 @@ class RunConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
+    optimizer_params: Mapping[str, Any] = field(default_factory=dict)
+    lr_schedule: str | None = None
     seed: int = 0
     local_steps: int = 1
     local_lr: float | None = None
@@ -172,6 +230,9 @@ class RunConfig:
     max_restarts: int = 3
     isolate_after: int | None = None
     dedup: bool = True
+    actors: int | None = None
+    wait_for: str = "all"
+    straggle: str | None = None
 
     nodes: int | None = None
     topology: str = "erdos-renyi"
@@ -190,6 +251,7 @@ class RunConfig:
     eval_every: int = 50
     log_every: int = 1
     checkpoint_every: int = 100
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         _check_names(self)
@@ -206,10 +268,19 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        _check_optimizer(self)
         if not self.num_cpus > 0:
             raise ValueError(f"num_cpus must be > 0, got {self.num_cpus}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.wait_for not in ("all", "auto"):
+            raise ValueError(f"wait_for must be 'all' or 'auto', got {self.wait_for!r}")
+        if self.wait_for == "auto" and self.worker_momentum > 0:
+            raise ValueError("wait_for 'auto' drops the stragglers' replies, whose worker momentum would then "
+                             "miss the step: use wait_for 'all' with worker_momentum")
+        parse_straggle(self.straggle)
+        if self.actors is not None and self.actors < 1:
+            raise ValueError(f"actors must be >= 1 (Ray processes hosting the workers), got {self.actors}")
         if self.isolate_after is not None and self.isolate_after < 1:
             raise ValueError(f"isolate_after must be >= 1, got {self.isolate_after}")
         _check_setting(self)

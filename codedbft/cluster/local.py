@@ -86,7 +86,9 @@ class LocalBackend:
             return StackBuilder(0, *order.layout) if order.shape is not None else StackBuilder(0, (0,), torch.float32)
         return StackBuilder.around(stack)
 
-    def execute(self, order: Order, w: torch.Tensor, coalition: Coalition | None, timeout_s: float) -> Collected:
+    def execute(self, order: Order, w: torch.Tensor, coalition: Coalition | None, timeout_s: float,
+                quorum: Any = None) -> Collected:
+        """Every asked worker replies (in-process there are no stragglers: ``quorum`` is met by all)."""
         t0 = time.perf_counter()
         workers = order.workers
         poisoned = {i for i, wk in enumerate(workers) if coalition is not None and coalition.poisoned(wk)}

@@ -37,7 +37,7 @@ import torch
 from codedbft._arrays import nonfinite_rows
 from codedbft.cluster.adversary import Adversary, Coalition
 from codedbft.cluster.backend import Collected, make_backend
-from codedbft.cluster.config import RunConfig
+from codedbft.cluster.config import RunConfig, parse_straggle
 from codedbft.cluster.rundir import RunDir
 from codedbft.cluster.trainer import SETTINGS, Trainer, model_sha256
 from codedbft.cluster.worker import WorkerCore, WorkerSpec
@@ -65,23 +65,29 @@ class Master(Trainer):
     #: scheme diagnostics copied into the metrics rows when present (RRR: checked, isolated)
     SCHEME_KEYS = ("checked", "isolated_by_scheme", "undecided")
 
-    def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None):
+    def __init__(self, config: RunConfig, backend: Any = None, run_dir: str | None = None, *,
+                 model: Any = None, dataset: Any = None, scheme: Any = None):
         from codedbft.training import make_optimizer
+        from codedbft.training.byo import as_scheme, bind_objects
 
+        # a user's nn.Module or factory, data, Code or Scheme (codedbft.training.byo): config.json gets labels
+        config, model_source, data = bind_objects(config, model=model, dataset=dataset, scheme=scheme)
         self.config = config
-        self.scheme: Scheme = build_scheme(config.scheme_config())
+        self.scheme: Scheme = as_scheme(scheme, config) if scheme is not None else build_scheme(config.scheme_config())
+        if scheme is not None and (config.local_steps > 1 or config.worker_momentum > 0) and self.scheme.code is None:
+            raise ValueError("local_steps > 1 and worker_momentum need a gradient code: scheme= a Code, not a Scheme")
         k = self.scheme.k
         if config.batch_size < k:
             raise ValueError(f"batch_size >= k required (k={k} partitions of batch_size // k samples), got {config.batch_size}")
-        self.spec = WorkerSpec(dataset=config.dataset, model=config.model, k=k, b=config.batch_size // k,
+        self.spec = WorkerSpec(dataset=config.dataset, model=model_source, k=k, b=config.batch_size // k,
                                seed=config.seed, dataset_params=dict(config.dataset_params),
                                model_params=dict(config.model_params), threads=config.threads,
                                split=config.split, local_steps=config.local_steps,
                                local_lr=config.local_lr if config.local_lr is not None else config.lr,
-                               worker_momentum=config.worker_momentum)
+                               worker_momentum=config.worker_momentum, straggle=parse_straggle(config.straggle))
         if config.split != "iid" and self.scheme.name == "data-encoding":
             raise ValueError("data-encoding encodes the rows in its own (shuffled) order: it takes split 'iid' only")
-        self.core = WorkerCore(self.spec)  # the master's own copy: evaluation and logged loss
+        self.core = WorkerCore(self.spec, data)  # the master's own copy: evaluation and logged loss
         if k * self.spec.b > self.core.ds.num_train:
             raise ValueError(f"batch_size={config.batch_size} exceeds the {self.core.ds.num_train} training samples of {config.dataset}")
         self.scheme.bind(self.core.ds, self.core.model, self.spec)  # data-encoding schemes encode here
@@ -96,7 +102,8 @@ class Master(Trainer):
         self.placement = _placement(config, self.scheme) if config.byzantine > 0 else None
         self.w = self.core.model.init_params()
         self.optimizer = make_optimizer(config.optimizer, config.lr, momentum=config.momentum,
-                                        weight_decay=config.weight_decay)
+                                        weight_decay=config.weight_decay, schedule=config.lr_schedule,
+                                        total_steps=config.steps, **config.optimizer_params)
         self.backend = backend if backend is not None else make_backend(config)
         self.rundir = RunDir(run_dir or config.run_dir) if (run_dir or config.run_dir) else None
         n = self.scheme.n
@@ -190,7 +197,10 @@ class Master(Trainer):
         erasures = int((~self.active).sum())  # workers isolated by the master: erasures by decision
         rounds = 0
         while True:
-            got = self.backend.execute(order, handle, coalition, self.config.timeout_s)
+            quorum = self.scheme.quorum(order) if self.config.wait_for == "auto" else None
+            # a backend written before quorums existed keeps working with --wait-for all
+            extra = {"quorum": quorum} if quorum is not None else {}
+            got = self.backend.execute(order, handle, coalition, self.config.timeout_s, **extra)
             for key, val in got.timings.items():
                 timings[key] = timings.get(key, 0.0) + val
             t_val = time.perf_counter()
@@ -204,12 +214,15 @@ class Master(Trainer):
                 return stop.value, rounds, erasures
 
     def _apply(self, result: SchemeResult, timings: dict[str, float]) -> bool:
-        """Optimizer: step on the decoded mean gradient unless it is non-finite (then skipped)."""
+        """Optimizer: step on the decoded mean gradient unless it is non-finite (then skipped); the lr
+        schedule advances either way (it counts training steps)."""
         t_dec = time.perf_counter()
         grad = result.gradient.to(self.w.dtype)
         skipped = not bool(torch.isfinite(grad).all())
         if not skipped:
             self.w = self.optimizer.step(self.w, grad)
+        else:
+            self.optimizer.skip()
         timings["optimizer_ms"] = (time.perf_counter() - t_dec) * 1e3
         timings["decode_ms"] = float(result.info.get("decode_ms", 0.0))
         timings["aggregate_ms"] = float(result.info.get("aggregate_ms", 0.0))
@@ -242,6 +255,8 @@ class Master(Trainer):
                                "efficiency": result.useful / result.computed if result.computed else None,
                                **{k: round(v, 3) for k, v in timings.items()},
                                **{k: result.info[k] for k in self.SCHEME_KEYS if k in result.info}}
+        if self.optimizer.scheduler is not None:
+            row["lr"] = self.optimizer.last_lr  # the lr this step used
         if t % cfg.log_every == 0 or self.step_idx == cfg.steps:
             idx = self.core.batch_indices(t).reshape(-1)
             row["loss"] = self.core.model.loss(self.w, self.core.ds.X_train[idx], self.core.ds.y_train[idx])

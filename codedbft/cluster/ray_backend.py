@@ -1,4 +1,10 @@
-"""The Ray backend: one actor per worker, the model put in the object store once per step.
+"""The Ray backend: actors hosting the logical workers, the model put in the object store once per step.
+
+* A worker is a logical participant, an actor a process: ``actors`` (``--actors``) actors host the n
+  workers round-robin (:mod:`codedbft.cluster.actor_group`), each computing its workers' share of
+  an order batched as the simulator does and returning it as one array. Default: one actor per CPU
+  of an embedded instance, one per worker on a cluster named by ``address``. A dead actor makes all
+  its workers erasures until Ray has restarted it.
 
 * ``ray.init`` is called by the program itself on an embedded local instance
   (``include_dashboard=False``, ``RAY_USAGE_STATS_ENABLED=0``) unless ``address`` names an existing
@@ -21,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from codedbft.cluster.adversary import Coalition, ForgeJob, forging_round
 from codedbft.cluster.backend import BACKENDS, Collected, StackBuilder
-from codedbft.cluster.worker import WorkerActorImpl, WorkerSpec
+from codedbft.cluster.worker import WorkerSpec
 from codedbft.schemes import Order
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,50 +63,74 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: float = 0.1, max_restarts: int = 3):
+    def __init__(self, address: str | None = None, num_cpus: float = 0.1, max_restarts: int = 3,
+                 actors: int | None = None, dedup: bool = True):
         self.address = address
         self.num_cpus = num_cpus
         self.max_restarts = max_restarts
+        self.actors_wanted = actors
+        self.dedup = dedup
         self.actors: list[Any] = []
+        self.groups: list[tuple[int, ...]] = []
+        self._actor_of: dict[int, int] = {}
         self._spec: WorkerSpec | None = None
         self._started_ray = False
 
     @classmethod
     def from_config(cls, config: Any) -> "RayBackend":
-        return cls(address=config.address, num_cpus=config.num_cpus, max_restarts=config.max_restarts)
+        return cls(address=config.address, num_cpus=config.num_cpus, max_restarts=config.max_restarts,
+                   actors=config.actors, dedup=config.dedup)
+
+    def _actor_count(self, n: int) -> int:
+        """``actors`` as asked; by default one per CPU of an embedded instance, one per worker on a
+        cluster the user named (where actors land on different machines)."""
+        import ray
+
+        if self.actors_wanted is not None:
+            return max(1, min(int(self.actors_wanted), n))
+        if self.address not in (None, "local") or os.environ.get("RAY_ADDRESS"):
+            return n
+        return max(1, min(n, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))))
 
     def start(self, n: int, spec: WorkerSpec, dataset: Any = None, programs: list[Any] | None = None) -> None:
-        """Start ``n`` actors; ``dataset`` (optional) is put in the object store once, ``programs[i]``
-        (data-encoding schemes) goes to actor i's constructor, so a restarted actor gets it back.
+        """Start the actors hosting ``n`` workers (:mod:`codedbft.cluster.actor_group`, round-robin);
+        ``dataset`` (optional) is put in the object store once, ``programs[i]`` (operation orders)
+        goes to the constructor of worker i's actor, so a restarted actor gets it back.
 
         A backend already running actors for the same worker spec and n is reused as is (warm
         actors for successive masters: their process start-up costs seconds each).
         """
         import ray
 
+        from codedbft.cluster.actor_group import ActorGroupImpl, spread
+
         programs = list(programs) if programs is not None else [None] * n
-        if self.actors and self._spec == spec and len(self.actors) == n:
+        if self.actors and self._spec == spec and len(self._actor_of) == n:
             if any(p is not None for p in programs):
-                ray.get([a.set_program.remote(p) for a, p in zip(self.actors, programs)])
+                ray.get([a.set_programs.remote({w: programs[w] for w in g}) for a, g in zip(self.actors, self.groups)])
             return
         self.close()
         self._started_ray = init_ray(self.address) or self._started_ray
         self._spec = spec
-        cls = ray.remote(WorkerActorImpl)
+        self.groups = spread(n, self._actor_count(n))
+        self._actor_of = {w: a for a, g in enumerate(self.groups) for w in g}
+        cls = ray.remote(ActorGroupImpl)
         opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
         self._data_ref = ray.put(dataset) if dataset is not None else None  # kept alive for restarts
-        self.actors = [cls.options(**opts).remote(i, spec, self._data_ref, programs[i]) for i in range(n)]
+        self.actors = [cls.options(**opts).remote(g, spec, self._data_ref, {w: programs[w] for w in g}, self.dedup)
+                       for g in self.groups]
         ray.get([a.pid.remote() for a in self.actors])  # wait until every actor is built
 
     def pids(self, wait_s: float = 60.0) -> list[int]:
-        """OS process ids of the worker actors (fault-injection tests kill one); waits up to
-        ``wait_s`` for actors that Ray is restarting."""
+        """OS process id of each *worker*'s actor, by worker id (fault-injection tests kill one:
+        every worker that actor hosts is then lost); waits up to ``wait_s`` for restarting actors."""
         import ray
 
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return ray.get([a.pid.remote() for a in self.actors])
+                per_actor = ray.get([a.pid.remote() for a in self.actors])
+                return [per_actor[self._actor_of[w]] for w in range(len(self._actor_of))]
             except ray.exceptions.ActorUnavailableError:  # restarting: ask again
                 if time.monotonic() > deadline:
                     raise
@@ -122,22 +152,31 @@ class RayBackend:
         """Give every actor its part of ``state`` (resume)."""
         import ray
 
-        ray.get([a.load_worker_state.remote({k: v for k, v in state.items() if k[0] == i})
-                 for i, a in enumerate(self.actors)])
+        ray.get([a.load_worker_state.remote({k: v for k, v in state.items() if k[0] in g})
+                 for a, g in zip(self.actors, self.groups)])
 
     def broadcast(self, w: torch.Tensor) -> Any:
         import ray
 
         return ray.put(w.numpy())
 
-    def _collect(self, refs: dict[int, Any], deadline: float, sink: Any) -> None:
-        """Hand each reply to ``sink(key, value)`` as it arrives, until ``deadline``; a failed task
-        (dead actor) or a late one never reaches the sink: the caller counts it as an erasure."""
+    def _collect(self, refs: dict[int, Any], deadline: float, sink: Any, done: Any = None) -> None:
+        """Hand each reply to ``sink(key, value)`` as it arrives, until ``deadline`` or until
+        ``done()`` says the replies in hand are enough (then the rest are cancelled, best effort);
+        a failed task (dead actor) or a late one never reaches the sink: the caller counts it as an
+        erasure."""
         import ray
 
         key_of = {ref: key for key, ref in refs.items()}
         pending = list(refs.values())
         while pending:
+            if done is not None and done():
+                for ref in pending:  # stragglers: erasures, not errors; stop their work if still queued
+                    try:
+                        ray.cancel(ref)
+                    except Exception:  # already finished, or not cancellable: never read anyway
+                        pass
+                return
             ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 return  # deadline: the rest are late
@@ -147,51 +186,80 @@ class RayBackend:
                 continue
             sink(key_of[ready[0]], value)
 
+    def _shares(self, order: Order) -> list[tuple[int, Order]]:
+        """Each actor's share of ``order``: its hosted workers' tasks (the payload travels once, apart)."""
+        from dataclasses import replace
+
+        mine: dict[int, list[int]] = {}
+        for w in order.workers:
+            mine.setdefault(self._actor_of[w], []).append(w)
+        return [(a, replace(order, tasks={w: order.tasks[w] for w in ws}, payload=None,
+                            coefficients={w: order.coefficients[w] for w in ws if w in order.coefficients}))
+                for a, ws in sorted(mine.items())]
+
     def _honest_round(self, order: Order, w_ref: Any, coalition: Coalition | None, deadline: float,
-                      out: StackBuilder) -> float:
-        """Dispatch the order to its actors and copy each reply in as it arrives; returns the slowest
-        worker's own compute time (ms)."""
+                      out: StackBuilder, quorum: Any = None) -> float:
+        """Dispatch each actor's share and copy its rows in as they arrive; returns the slowest
+        actor's own compute time (ms). A reply that is not ``(array of the share's rows, ms)`` makes
+        the share's rows bad, never an exception."""
         import ray
 
-        workers = order.workers
-        poisoned = [coalition is not None and coalition.poisoned(w) for w in workers]
-        if order.op is not None:  # data-encoding workers run their program on the payload (put once)
-            payload_ref = ray.put(order.payload)
-            refs = {i: self.actors[w].run_op.remote(order.op, w_ref, order.step, payload_ref, poisoned[i])
-                    for i, w in enumerate(workers)}
-        else:
-            refs = {i: self.actors[w].compute.remote(w_ref, order.step, order.tasks[w], order.coefficients_of(w),
-                                                     order.stacked, poisoned[i])
-                    for i, w in enumerate(workers)}
+        row_of = {w: i for i, w in enumerate(order.workers)}
+        payload_ref = ray.put(order.payload) if order.op is not None else None
+        poisoned = [w for w in order.workers if coalition is not None and coalition.poisoned(w)]
+        shares = self._shares(order)
+        refs = {j: self.actors[a].run.remote(share, w_ref, payload_ref, [w for w in poisoned if w in share.tasks])
+                for j, (a, share) in enumerate(shares)}
         compute_ms = [0.0]
 
-        def take(i: int, value: Any) -> None:
+        def take(j: int, value: Any) -> None:
+            ids = shares[j][1].workers
             try:
-                msg, ms = value
+                stack, ms = value
                 compute_ms[0] = max(compute_ms[0], float(ms))
-            except (TypeError, ValueError):  # not (message, ms): a malformed reply is bad, not a crash
-                msg = None
-            out.put(i, msg)
+                rows = list(stack) if len(stack) == len(ids) else [None] * len(ids)
+            except (TypeError, ValueError):  # not (stack, ms): a malformed reply is bad, not a crash
+                rows = [None] * len(ids)
+            for w, msg in zip(ids, rows):
+                out.put(row_of[w], msg)
 
-        self._collect(refs, deadline, take)
+        arrived: set[int] = set()
+
+        def counted(j: int, value: Any) -> None:
+            take(j, value)
+            arrived.update(shares[j][1].workers)
+
+        done = None if quorum is None else (lambda: quorum.enough(arrived))
+        self._collect(refs, deadline, counted, done)
         return compute_ms[0]
 
     def _forge_on_actors(self, job: ForgeJob, workers: tuple[int, ...], deadline: float) -> dict[int, Any]:
-        """Each forger computes its row from one shared job; late or failed forgers are left out."""
+        """Each actor hosting forgers computes their rows from one shared job; late or failed
+        forgers are left out."""
         import ray
 
         job_ref = ray.put(job)
-        refs = {i: self.actors[workers[i]].forge.remote(job_ref) for i in job.rows}
+        hosts = sorted({self._actor_of[w] for w in job.ids})
+        refs = {a: self.actors[a].forge.remote(job_ref) for a in hosts}
         got: dict[int, Any] = {}
-        self._collect(refs, deadline, got.__setitem__)
+        row_of = dict(zip(job.ids, job.rows))
+
+        def take(a: int, value: Any) -> None:
+            if isinstance(value, dict):
+                for w, msg in value.items():
+                    if w in row_of:
+                        got[row_of[w]] = msg
+
+        self._collect(refs, deadline, take)
         return got
 
-    def execute(self, order: Order, w_ref: Any, coalition: Coalition | None, timeout_s: float) -> Collected:
+    def execute(self, order: Order, w_ref: Any, coalition: Coalition | None, timeout_s: float,
+                quorum: Any = None) -> Collected:
         deadline = time.monotonic() + timeout_s
         t0 = time.perf_counter()
         workers = order.workers
         out = StackBuilder(len(workers), *order.layout)
-        compute_ms = self._honest_round(order, w_ref, coalition, deadline, out)
+        compute_ms = self._honest_round(order, w_ref, coalition, deadline, out, quorum)
         timings = {"compute_ms": compute_ms, "collect_ms": (time.perf_counter() - t0) * 1e3}
         info = forging_round(coalition, workers, out, lambda job: self._forge_on_actors(job, workers, deadline))
         if "forge_ms" in info:
@@ -207,6 +275,7 @@ class RayBackend:
             except Exception:  # already gone
                 pass
         self.actors = []
+        self.groups, self._actor_of = [], {}
         self._spec = None
         if self._started_ray:
             ray.shutdown()

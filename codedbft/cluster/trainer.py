@@ -35,9 +35,27 @@ def model_sha256(w: torch.Tensor) -> str:
     return hashlib.sha256(w.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-def make_trainer(config: RunConfig, backend: Any = None, run_dir: str | None = None) -> "Trainer":
-    """The trainer of ``config.setting``."""
-    return SETTINGS.get(config.setting)(config, backend=backend, run_dir=run_dir)
+def make_trainer(config: RunConfig, backend: Any = None, run_dir: str | None = None, *, model: Any = None,
+                 dataset: Any = None, scheme: Any = None) -> "Trainer":
+    """The trainer of ``config.setting``; ``model``, ``dataset``, ``scheme``: a user's objects in place of
+    the configured names (:mod:`codedbft.training.byo`)."""
+    return _build(SETTINGS.get(config.setting), config, backend, run_dir,
+                  {"model": model, "dataset": dataset, "scheme": scheme})
+
+
+def _build(target: Any, config: RunConfig, backend: Any, run_dir: str | None, objects: dict[str, Any]) -> "Trainer":
+    """``target(config, backend=, run_dir=, **objects)`` for the objects given; ValueError for an object
+    the setting's trainer does not take."""
+    import inspect
+
+    given = {k: v for k, v in objects.items() if v is not None}
+    if given:
+        accepted = inspect.signature(target).parameters
+        refused = sorted(k for k in given if k not in accepted)
+        if refused:
+            raise ValueError(f"setting {config.setting!r} takes no {', '.join(k + '=' for k in refused)} object "
+                             f"(give a name or an import path in the configuration)")
+    return target(config, backend=backend, run_dir=run_dir, **given)
 
 
 class Trainer:
@@ -48,6 +66,7 @@ class Trainer:
     rundir: RunDir | None
     step_idx: int = 0
     _started: bool = False
+    _tb_writer: Any = None
 
     # -- to implement ----------------------------------------------------------------------------
     def _start_workers(self) -> None:
@@ -86,6 +105,9 @@ class Trainer:
         return self
 
     def close(self) -> None:
+        if self._tb_writer is not None:
+            self._tb_writer.close()
+            self._tb_writer = None
         if self._started:
             self.backend.close()
             self._started = False
@@ -107,13 +129,17 @@ class Trainer:
 
         ``overrides`` may change runtime-only keys (``steps``, ``backend``, ``address``, ...); metrics
         rows after the checkpoint are dropped, since the resumed run writes them again. Called on
-        ``Trainer`` itself, it builds the trainer of the run's setting.
+        ``Trainer`` itself, it builds the trainer of the run's setting. A run given Python objects
+        (``model=``, ``dataset=``, ``scheme=``: :mod:`codedbft.training.byo`) needs them again here,
+        as the same keywords (a string there is a configuration override, as before).
         """
+        objects = {k: overrides.pop(k) for k in ("model", "dataset", "scheme")
+                   if k in overrides and not isinstance(overrides[k], str)}
         rd = RunDir(run_dir)
         data = {k: v for k, v in rd.read_config().items() if k in RunConfig.field_names()}
         config = RunConfig.from_dict({**data, **overrides, "run_dir": str(run_dir)})
         target = SETTINGS.get(config.setting) if cls is Trainer else cls
-        trainer = target(config, backend=backend, run_dir=run_dir)
+        trainer = _build(target, config, backend, run_dir, objects)
         state = rd.load_checkpoint()
         if state is not None:
             trainer.load_state_dict(state)
@@ -125,9 +151,23 @@ class Trainer:
         """Run directory: the metrics row (on its schedule) and the checkpoint every k steps."""
         if self.rundir is not None and "loss" in row:
             self.rundir.append_metrics([row])
+            if self.config.tensorboard:
+                self._tensorboard(row)
         if self.rundir is not None and self.step_idx % self.config.checkpoint_every == 0:
             self.save_checkpoint()
         self.last_row = row
+
+    def _tensorboard(self, row: dict[str, Any]) -> None:
+        """The row's numbers as scalars in ``run_dir/tensorboard/`` (``--tensorboard``); a resumed run
+        purges the events from its first step on, since it writes them again."""
+        if self._tb_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb_writer = SummaryWriter(log_dir=str(self.rundir.root / "tensorboard"),
+                                            purge_step=row["step"] if row["step"] > 0 else None)
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tb_writer.add_scalar(key, value, global_step=row["step"])
 
     def run(self, steps: int | None = None, progress: bool = False) -> dict[str, Any]:
         """Train until ``steps`` (default ``config.steps``) steps are done; returns the summary.
@@ -159,4 +199,6 @@ class Trainer:
                 self.save_checkpoint()
             self.rundir.write_summary(summary)
             self.rundir.plot()
+        if self._tb_writer is not None:
+            self._tb_writer.flush()
         return summary

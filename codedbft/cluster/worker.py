@@ -6,12 +6,12 @@ receives the flat model ``w`` and a task (partition ids plus the code's coeffici
 partition gradients with :meth:`FlatModel.partition_gradients` (bitwise stable per partition, so the
 local simulator and a Ray actor produce the same bytes) and combines them with
 :func:`~codedbft.schemes.base.combine`. Byzantine workers then run the coalition's forgery inside the
-worker (:class:`~codedbft.cluster.adversary.ForgeJob`, the one adversary path).
+worker (:class:`~codedbft.cluster.adversary.ForgeJob`, the one adversary path). On Ray, an actor
+hosts several workers (:mod:`codedbft.cluster.actor_group`) and runs them with the simulator's engine.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from codedbft.cluster.adversary import ForgeJob, as_tensor, coalition_messages  # noqa: F401 - re-exported
-from codedbft.schemes.base import combine
 
 
 @dataclass(frozen=True)
@@ -32,10 +31,16 @@ class WorkerSpec:
     torch's thread count, which must be the same in every process for bit-identical gradients.
     ``local_steps``/``local_lr``/``worker_momentum``: what an honest worker sends instead of a
     plain gradient (:mod:`codedbft.training.local_sgd`; 1 / any / 0 is the plain gradient).
+    ``straggle`` ``(P, FACTOR)``: benchmarks' straggler model (a Ray actor hosting a worker that
+    straggles this step, seeded by ``(seed, step, worker)`` with probability P, takes FACTOR times
+    its compute time; the simulator ignores it).
+    ``model`` is a registered name, an import path ``"pkg.mod:attr"`` or a user's ``nn.Module`` or
+    factory object (pickled with the spec); ``dataset`` a name, an import path, or the label of a data
+    object that travels separately (``WorkerCore``'s ``dataset``), see :mod:`codedbft.training.byo`.
     """
 
     dataset: str
-    model: str
+    model: Any
     k: int
     b: int
     seed: int = 0
@@ -46,20 +51,28 @@ class WorkerSpec:
     local_steps: int = 1
     local_lr: float = 0.1
     worker_momentum: float = 0.0
+    straggle: tuple[float, float] | None = None
 
 
 class WorkerCore:
     """The worker's state: its dataset and model, built once from a :class:`WorkerSpec`."""
 
     def __init__(self, spec: WorkerSpec, dataset: Any = None):
-        from codedbft.training import FlatModel, build_model, load_dataset, set_deterministic
+        from codedbft.training import Dataset, FlatModel, build_model, load_dataset, set_deterministic
 
         set_deterministic(spec.seed, spec.threads)
         self.spec = spec
         # A dataset shared by the master (one object in Ray's store) spares every worker process the
         # generation and the scikit-learn import; otherwise the spec rebuilds it (same seed, same data).
+        if dataset is not None and not isinstance(dataset, Dataset):  # a user's tensors, torch datasets, factory
+            from codedbft.training.byo import as_dataset
+
+            dataset = as_dataset(dataset, seed=spec.seed, params=spec.dataset_params, name=spec.dataset)
         self.ds = dataset if dataset is not None else load_dataset(spec.dataset, spec.seed, **dict(spec.dataset_params))
-        self.model = FlatModel(build_model(spec.model, self.ds, spec.seed, **dict(spec.model_params)))
+        module = build_model(spec.model, self.ds, spec.seed, **dict(spec.model_params))
+        from codedbft.training.byo import loss_for
+
+        self.model = FlatModel(module, loss=loss_for(module, self.ds))
         from codedbft.training.splits import build_split
 
         self.shards = build_split(spec.split, self.ds.y_train.numpy(), spec.k, spec.seed)
@@ -119,48 +132,3 @@ def run_program(program: Any, op: str, w: Any, step: int, payload: Any, poisoned
     if getattr(program, "needs_core", False):
         return np.asarray(program(op, as_tensor(w), step, payload, poisoned, core))
     return np.asarray(program(op, as_tensor(w), step, payload, poisoned))
-
-
-class WorkerActorImpl:
-    """The body of the Ray actor (wrapped by ``ray.remote`` in :mod:`codedbft.cluster.ray_backend`)."""
-
-    def __init__(self, worker_id: int, spec: WorkerSpec, dataset: Any = None, program: Any = None):
-        self.worker_id = worker_id
-        self.core = WorkerCore(spec, dataset)
-        self.program = program  # operation-order program (data-encoding schemes), else None
-
-    def set_program(self, program: Any) -> None:
-        """This worker's program for operation orders (``Scheme.worker_data``), kept for the run."""
-        self.program = program
-
-    def run_op(self, op: str, w: Any, step: int, payload: Any, poisoned: bool):
-        """This worker's honest message for an operation order; returns ``(message, compute_ms)``."""
-        t0 = time.perf_counter()
-        msg = run_program(self.program, op, w, step, payload, poisoned, self.core)
-        return msg, (time.perf_counter() - t0) * 1e3
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
-    def compute(self, w: Any, step: int, partitions: tuple[int, ...], coefs: Any, stacked: bool, poisoned: bool):
-        """This worker's honest (or label-poisoned) message; returns ``(message ndarray, compute_ms)``."""
-        t0 = time.perf_counter()
-        G = self.core.gradients(as_tensor(w), step, partitions, poisoned)
-        G = self.core.with_momentum([self.worker_id], [partitions], step, G[None])[0]
-        msg = G if stacked else combine([coefs], G[None])[0]
-        return msg.numpy(), (time.perf_counter() - t0) * 1e3
-
-    def worker_state(self) -> dict[tuple[int, int], tuple[int, torch.Tensor]]:
-        """This worker's momentum state (checkpoints); empty without worker momentum."""
-        m = self.core.momentum
-        return {} if m is None else m.state_dict([self.worker_id])
-
-    def load_worker_state(self, state: dict[tuple[int, int], tuple[int, torch.Tensor]]) -> None:
-        if self.core.momentum is not None:
-            self.core.momentum.load_state_dict(state, [self.worker_id])
-
-    def forge(self, job: ForgeJob) -> np.ndarray:
-        """This worker's row of the coalition's forgery (:mod:`codedbft.cluster.adversary`)."""
-        return job.message_of(self.worker_id)

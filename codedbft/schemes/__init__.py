@@ -7,12 +7,13 @@ the contract and its extension points (stacked ``(p, d)`` messages, interactive 
 for more computations within a step, data-encoding schemes).
 """
 
-from codedbft.schemes.base import Order, Replies, Scheme, SchemeResult, combine
+from codedbft.schemes.base import Order, Quorum, Replies, Scheme, SchemeResult, combine
 from codedbft.schemes.config import SchemeConfig
 from codedbft.schemes.registry import SCHEMES, available_schemes, build_scheme, register_scheme
 
 __all__ = [
     "Order",
+    "Quorum",
     "Replies",
     "SCHEMES",
     "Scheme",

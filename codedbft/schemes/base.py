@@ -92,6 +92,21 @@ class Order:
 
 
 @dataclass(frozen=True)
+class Quorum:
+    """When a round has enough replies to decode (``--wait-for auto``): every group of workers has
+    at most ``budget`` missing. A code correcting e errors and m erasures with 2e + m <= 2s, run
+    against b Byzantine workers, can lose ``2(s - b)`` replies per decoding group (the whole code
+    for a cyclic MDS code, each repetition group for DRACO repetition) and still decode exactly, so
+    the master need not wait for its slowest workers (Tandon et al. 2017, gradient coding)."""
+
+    groups: tuple[tuple[int, ...], ...]
+    budget: int
+
+    def enough(self, arrived: set[int] | frozenset[int]) -> bool:
+        return all(sum(w not in arrived for w in g) <= self.budget for g in self.groups)
+
+
+@dataclass(frozen=True)
 class Replies:
     """The validated replies to an :class:`Order`, in the order's fixed worker order.
 
@@ -235,6 +250,11 @@ class Scheme:
             dtype = dtype if dtype is not None else self.message_dtype(grad_dtype)
         return Order(tasks, stacked=stacked, op=op, payload=payload, shape=None if shape is None else tuple(shape),
                      dtype=dtype, coefficients=coefs, step=int(step))
+
+    def quorum(self, order: Order) -> Quorum | None:
+        """The replies of ``order`` enough to decode it exactly (:class:`Quorum`); None: wait for
+        all (the default: rules, reactive and data-encoding schemes)."""
+        return None
 
     def first_order(self, active: Sequence[bool] | None = None, step: int = 0) -> Order:
         """The first round: every active worker computes its assigned partitions."""

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from codedbft.schemes.base import Scheme, SchemeResult
+from codedbft.schemes.base import Order, Quorum, Scheme, SchemeResult
 from codedbft.schemes.config import SchemeConfig
 from codedbft.schemes.registry import register_scheme
 
@@ -108,6 +108,19 @@ class DracoScheme(Scheme):
 
             self.code = RepetitionCode(config.workers, s=s)
         self.n, self.k = self.code.n, self.code.k
+
+    def quorum(self, order: Order) -> Quorum | None:
+        """Within 2e + m <= 2s against the b placed workers: 2(s - b) replies may be missing per
+        repetition group, or in the whole cyclic code."""
+        budget = 2 * (self.code.s - self.config.byzantine)
+        if budget <= 0 or order.op is not None:
+            return None
+        if self.name == "draco-cyclic":
+            return Quorum((tuple(order.workers),), budget)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for w in order.workers:  # a repetition group: the workers holding the same partition
+            groups.setdefault(order.tasks[w], []).append(w)
+        return Quorum(tuple(tuple(g) for g in groups.values()), budget)
 
     def decode(self, messages: torch.Tensor, missing: np.ndarray) -> SchemeResult:
         res = self.code.decode(messages, missing=missing)
