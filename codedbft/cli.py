@@ -243,6 +243,9 @@ def _table(summary: dict[str, Any]) -> str:
             continue
         v = summary.get(k)
         rows.append((k, f"{v:.4f}" if isinstance(v, float) else str(v)))
+        if k == "flagged_total" and summary.get("flagged_per_worker"):  # who, not only how many
+            who = [f"{i} ({c}x)" for i, c in enumerate(summary["flagged_per_worker"]) if c]
+            rows.append(("flagged_workers", ", ".join(who) or "none"))
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 3 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k:<{width}} | {v}" for k, v in rows), line])

@@ -317,3 +317,13 @@ def test_objects_and_import_paths_train_the_same_model_on_ray_and_locally(ray_ba
     paths = cfg.replace(model=f"{MOD}:TinyNet", **BLOBS, scheme="code", scheme_params={"code": f"{MOD}:triplicate"})
     by_path, _ = run(paths.replace(backend="ray"), backend=ray_backend)  # each actor imports the paths
     assert by_path["model_sha256"] == local["model_sha256"]
+
+
+def test_the_readme_bring_your_own_example_runs(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Bring your own model, data and code", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(code, "README.md[bring your own]", "exec"), namespace)
+    assert namespace["summary"]["flagged_total"] == 30 and namespace["summary"]["steps"] == 30

@@ -124,3 +124,14 @@ def _train_actions():
 
     parser = argparse.ArgumentParser()
     return _train_parser(parser.add_subparsers())._actions
+
+
+def test_the_final_table_names_the_flagged_workers(tmp_path, capsys):
+    from codedbft.cli import main
+
+    main(["train", "--backend", "local", "--scheme", "draco-repetition", "--workers", "6", "--byzantine", "1",
+          "--tolerate", "1", "--placement", "fixed", "--placement-ids", "4", "--model", "logreg", "--batch-size", "60",
+          "--steps", "3", "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    table = capsys.readouterr().out
+    rows = {line.split("|")[0].strip(): line.split("|")[-1].strip() for line in table.splitlines() if "|" in line}
+    assert rows["flagged_total"] == "3" and rows["flagged_workers"] == "4 (3x)"

@@ -475,3 +475,36 @@ def test_sweep_on_an_existing_cluster_matches_the_embedded_one(smoke, tmp_path):
     ref = {(r["cell"], r["seed"]): r["model_sha256"] for r in ref_rows}
     assert [r["model_sha256"] for r in got] == [ref[("scheme=vanilla,aggregator=median", s)] for s in (0, 1)]
     assert "vanilla" in res.stdout and "2 runs (2 done)" in res.stdout
+
+
+@pytest.mark.ray
+def test_a_sweep_killed_mid_way_completes_on_rerun_without_redoing_finished_runs(ray_session, tmp_path):
+    """A real kill: ``codedbft sweep`` in its own process group (its own embedded Ray) gets SIGKILL
+    once its first run has finished; the rerun keeps that run's files, resumes or restarts the
+    others, and ends on the models of an uninterrupted sweep."""
+    from codedbft.sweep import run_sweep
+
+    grid = {**SMOKE, "include": [], "base": {**BASE, "steps": 300, "eval_every": 100, "checkpoint_every": 50}}
+    path = tmp_path / "kill.yaml"
+    path.write_text(json.dumps(grid))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "codedbft.cli", "sweep", str(path), "--out", str(out), "--max-parallel", "1",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, env={**env, "RAY_USAGE_STATS_ENABLED": "0"}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("runs/*/seed=*/summary.json")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed=*/summary.json")}
+    assert 1 <= len(finished) < 4
+    rows = run_sweep(Grid.from_dict(grid), out, max_parallel=1, progress=False, plot=False)
+    assert all(p.stat().st_mtime_ns == m for p, m in finished.items())  # finished runs: not redone
+    ref = run_sweep(Grid.from_dict(grid), tmp_path / "ref", max_parallel=1, progress=False, plot=False)
+    assert [r["status"] for r in rows] == ["done"] * 4
+    assert [r["model_sha256"] for r in rows] == [r["model_sha256"] for r in ref]
