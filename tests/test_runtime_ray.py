@@ -64,3 +64,25 @@ def test_a_killed_worker_is_an_erasure_and_the_run_ends_with_the_exact_model(bac
     assert m.model_sha256 == reference
     assert rows[0]["erasures"] >= 1 and all(r["exact"] and not r["flagged"] for r in rows)
     assert victim not in backend.pids()  # restarted: a new process serves worker 4
+
+
+def test_a_restart_does_not_depend_on_the_freed_dataset_object(backend):
+    """The dataset reaches the actors by a method call, not the constructor (no 'constructor
+    arguments in the object store' error): a killed actor is restarted from small inline arguments,
+    asks for its data again, and the run ends on the simulator's model. Ray keeping the object
+    alive for a restart is not what it rests on: the test drops the creation-time reference first."""
+    import gc
+
+    cfg = RunConfig(**{**BASE, "byzantine": 0, "tolerate": 1, "attack": None, "steps": 6}, backend="ray")
+    reference, _ = sha(cfg.replace(backend="local"))
+    m = Master(cfg, backend=backend)
+    m.step()
+    backend._data_ref = None  # the master no longer keeps the object alive
+    gc.collect()
+    victim = backend.pids()[1]
+    os.kill(victim, signal.SIGKILL)
+    rows = [m.step() for _ in range(2)]
+    assert victim not in backend.pids()  # waits until restarted
+    rows += [m.step() for _ in range(3)]  # the first ask after the restart brings its data back
+    assert m.model_sha256 == reference and all(r["exact"] for r in rows)
+    assert rows[0]["erasures"] >= 1 and rows[-1]["erasures"] == 0  # back in service

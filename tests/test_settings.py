@@ -169,5 +169,6 @@ def test_a_killed_node_actor_is_a_missing_neighbour_for_a_step_and_is_restarted(
     down = tr.step()
     assert node in hosted and down["missing"] == len(hosted) < 6  # its nodes only; the others aggregate without them
     assert victim not in ray_backend.pids()  # waits until Ray has restarted the actor
-    assert tr.step()["missing"] == 0  # back, with its program (constructor arguments)
+    assert tr.step()["missing"] == len(hosted)  # restarted bare: this ask gives it its data and programs again
+    assert tr.step()["missing"] == 0  # back, with its programs
     assert np.isfinite(tr.X.numpy()).all()

@@ -10,7 +10,9 @@ distinct partition once), so its replies are the simulator's bytes, and it retur
 
 The fault model is the worker's, not the process's: a killed actor makes *all* its workers
 erasures for that step (and Ray restarts it from its constructor arguments, which are small and
-inline: the dataset is rebuilt from the spec when its object is gone, never a dangling reference).
+inline: the dataset and the programs arrive by a method call, so a restart never depends on an
+object that may have been evicted; the restarted actor asks for them again and is an erasure until
+it has them).
 Byzantine workers forge inside their actor from the one shared
 :class:`~codedbft.cluster.adversary.ForgeJob`; an actor hosting several forgers computes the
 coalition's forgery once and returns their rows.
@@ -29,17 +31,34 @@ from codedbft.cluster.adversary import ForgeJob, as_tensor
 from codedbft.cluster.worker import WorkerSpec
 
 
-class ActorGroupImpl:
-    """The body of a group actor (wrapped by ``ray.remote`` in :mod:`codedbft.cluster.ray_backend`)."""
+#: what a restarted actor answers before the master has given it its data and programs again
+NEEDS_SETUP = "needs-setup"
 
-    def __init__(self, worker_ids: Sequence[int], spec: WorkerSpec, dataset: Any = None,
-                 programs: dict[int, Any] | None = None, dedup: bool = True):
+
+class ActorGroupImpl:
+    """The body of a group actor (wrapped by ``ray.remote`` in :mod:`codedbft.cluster.ray_backend`).
+
+    The constructor takes only small inline values; the dataset and the programs arrive by
+    :meth:`setup` (a method call may take object references; a constructor that does makes Ray log
+    an error, since a restart would need those objects to still exist). A restarted actor answers
+    :data:`NEEDS_SETUP` until the master has called :meth:`setup` again.
+    """
+
+    def __init__(self, worker_ids: Sequence[int], spec: WorkerSpec, dedup: bool = True):
+        self.worker_ids = tuple(int(w) for w in worker_ids)
+        self.spec = spec
+        self.dedup = dedup
+        self.engine: Any = None
+
+    def setup(self, dataset: Any = None, programs: dict[int, Any] | None = None) -> int:
+        """Build the engine on ``dataset`` (None: rebuilt from the spec) with the hosted workers'
+        programs; returns this process id."""
         from codedbft.cluster.local import LocalBackend
 
-        self.worker_ids = tuple(int(w) for w in worker_ids)
-        self.engine = LocalBackend(dedup=dedup)
         n = max(self.worker_ids) + 1 if self.worker_ids else 0
-        self.engine.start(n, spec, _resolve(dataset), self._program_list(n, programs or {}))
+        self.engine = LocalBackend(dedup=self.dedup)
+        self.engine.start(n, self.spec, dataset, self._program_list(n, programs or {}))
+        return os.getpid()
 
     @staticmethod
     def _program_list(n: int, programs: dict[int, Any]) -> list[Any]:
@@ -47,14 +66,18 @@ class ActorGroupImpl:
 
     def set_programs(self, programs: dict[int, Any]) -> None:
         """The hosted workers' programs for operation orders, kept for the run."""
-        self.engine.programs = self._program_list(len(self.engine.programs), programs)
+        if self.engine is not None:
+            self.engine.programs = self._program_list(len(self.engine.programs), programs)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, order: Any, w: Any, payload: Any, poisoned: Sequence[int]) -> tuple[np.ndarray, float]:
+    def run(self, order: Any, w: Any, payload: Any, poisoned: Sequence[int]) -> tuple[np.ndarray, float] | str:
         """The hosted workers' honest (or data-poisoned) replies to their share ``order`` of a round,
-        ``(W_a, *shape)`` in the share's worker order, and this actor's compute time (ms)."""
+        ``(W_a, *shape)`` in the share's worker order, and this actor's compute time (ms);
+        :data:`NEEDS_SETUP` after a restart."""
+        if self.engine is None:
+            return NEEDS_SETUP
         t0 = time.perf_counter()
         if order.op is not None:
             order = replace(order, payload=payload)
@@ -81,25 +104,13 @@ class ActorGroupImpl:
         return {w: forged[j].numpy() for j, w in enumerate(job.ids) if w in self.worker_ids}
 
     def worker_state(self) -> dict[Any, Any]:
+        if self.engine is None:
+            return {}
         return {k: v for k, v in self.engine.worker_state().items() if k[0] in self.worker_ids}
 
     def load_worker_state(self, state: dict[Any, Any]) -> None:
-        self.engine.load_worker_state({k: v for k, v in state.items() if k[0] in self.worker_ids})
-
-
-def _resolve(dataset: Any) -> Any:
-    """The dataset object; a Ray reference is fetched here (None when it is gone: the spec rebuilds it)."""
-    try:
-        import ray
-
-        if isinstance(dataset, ray.ObjectRef):
-            try:
-                return ray.get(dataset, timeout=30)
-            except Exception:  # evicted or owner gone: rebuild from the spec (same seed, same data)
-                return None
-    except ImportError:  # pragma: no cover - ray is a dependency
-        pass
-    return dataset
+        if self.engine is not None:
+            self.engine.load_worker_state({k: v for k, v in state.items() if k[0] in self.worker_ids})
 
 
 def spread(n: int, actors: int) -> list[tuple[int, ...]]:

@@ -25,6 +25,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from codedbft.cluster.actor_group import NEEDS_SETUP
 from codedbft.cluster.adversary import Coalition, ForgeJob, forging_round
 from codedbft.cluster.backend import BACKENDS, Collected, StackBuilder
 from codedbft.cluster.worker import WorkerSpec
@@ -72,6 +73,7 @@ class RayBackend:
         self.dedup = dedup
         self.actors: list[Any] = []
         self.groups: list[tuple[int, ...]] = []
+        self._programs: list[dict[int, Any]] = []
         self._actor_of: dict[int, int] = {}
         self._spec: WorkerSpec | None = None
         self._started_ray = False
@@ -107,7 +109,8 @@ class RayBackend:
         programs = list(programs) if programs is not None else [None] * n
         if self.actors and self._spec == spec and len(self._actor_of) == n:
             if any(p is not None for p in programs):
-                ray.get([a.set_programs.remote({w: programs[w] for w in g}) for a, g in zip(self.actors, self.groups)])
+                self._programs = [{w: programs[w] for w in g} for g in self.groups]
+                ray.get([a.set_programs.remote(p) for a, p in zip(self.actors, self._programs)])
             return
         self.close()
         self._started_ray = init_ray(self.address) or self._started_ray
@@ -116,10 +119,12 @@ class RayBackend:
         self._actor_of = {w: a for a, g in enumerate(self.groups) for w in g}
         cls = ray.remote(ActorGroupImpl)
         opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
-        self._data_ref = ray.put(dataset) if dataset is not None else None  # kept alive for restarts
-        self.actors = [cls.options(**opts).remote(g, spec, self._data_ref, {w: programs[w] for w in g}, self.dedup)
-                       for g in self.groups]
-        ray.get([a.pid.remote() for a in self.actors])  # wait until every actor is built
+        # The dataset and programs go by a method call, never the constructor: a constructor argument
+        # in the object store is what a restart would need again (Ray logs an error for it).
+        self._data_ref = ray.put(dataset) if dataset is not None else None
+        self._programs = [{w: programs[w] for w in g} for g in self.groups]
+        self.actors = [cls.options(**opts).remote(g, spec, self.dedup) for g in self.groups]
+        ray.get([a.setup.remote(self._data_ref, p) for a, p in zip(self.actors, self._programs)])
 
     def pids(self, wait_s: float = 60.0) -> list[int]:
         """OS process id of each *worker*'s actor, by worker id (fault-injection tests kill one:
@@ -214,6 +219,10 @@ class RayBackend:
 
         def take(j: int, value: Any) -> None:
             ids = shares[j][1].workers
+            if isinstance(value, str) and value == NEEDS_SETUP:  # restarted: its rows stay erasures
+                a = shares[j][0]
+                self.actors[a].setup.remote(self._data_ref, self._programs[a])
+                return
             try:
                 stack, ms = value
                 compute_ms[0] = max(compute_ms[0], float(ms))
@@ -275,7 +284,7 @@ class RayBackend:
             except Exception:  # already gone
                 pass
         self.actors = []
-        self.groups, self._actor_of = [], {}
+        self.groups, self._actor_of, self._programs = [], {}, []
         self._spec = None
         if self._started_ray:
             ray.shutdown()
