@@ -173,6 +173,9 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     _name_flag(g, "--backend", reg["backend"], "where the workers run")
     g.add_argument("--address", default=S, help="existing Ray cluster (default: an embedded local instance)")
     g.add_argument("--num-cpus", type=float, default=S, help="CPUs reserved per Ray actor")
+    g.add_argument("--ray-host", default=S, metavar="IP",
+                   help="address the embedded Ray instance binds its ports to (loopback by default: Ray's services "
+                        "accept unauthenticated code, so widen it only on a trusted network)")
     g.add_argument("--actors", type=int, default=S, metavar="N",
                    help="Ray actors (processes) hosting the workers round-robin, each computing its workers batched "
                         "(default: one per CPU of the embedded instance, one per worker with --address)")

@@ -174,7 +174,8 @@ class RunConfig:
     processes hosting the workers round-robin; default one per CPU of an embedded instance, one per
     worker on a named cluster), ``wait_for`` ("all", or "auto": decode once the replies in hand
     leave the code able to correct the placed Byzantine workers, the rest are erasures),
-    ``straggle`` ("P:FACTOR", the benchmarks' straggler model on Ray).
+    ``straggle`` ("P:FACTOR", the benchmarks' straggler model on Ray), ``ray_host`` (the address an
+    embedded Ray instance binds its ports to; default loopback).
     Output: ``run_dir``, ``eval_every``, ``log_every``, ``checkpoint_every``, ``tensorboard`` (also
     write each metrics row's numbers to ``run_dir/tensorboard/``; needs the tensorboard package).
     Trust model: ``setting`` ("master", "decentralized", "byzantine-servers").
@@ -233,6 +234,7 @@ class RunConfig:
     actors: int | None = None
     wait_for: str = "all"
     straggle: str | None = None
+    ray_host: str = "127.0.0.1"
 
     nodes: int | None = None
     topology: str = "erdos-renyi"
@@ -279,6 +281,13 @@ class RunConfig:
             raise ValueError("wait_for 'auto' drops the stragglers' replies, whose worker momentum would then "
                              "miss the step: use wait_for 'all' with worker_momentum")
         parse_straggle(self.straggle)
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(self.ray_host)
+        except ValueError:
+            raise ValueError(f"ray_host must be an IP address (the embedded Ray instance binds to it), "
+                             f"got {self.ray_host!r}") from None
         if self.actors is not None and self.actors < 1:
             raise ValueError(f"actors must be >= 1 (Ray processes hosting the workers), got {self.actors}")
         if self.isolate_after is not None and self.isolate_after < 1:

@@ -35,14 +35,21 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+#: where an embedded instance listens: loopback, so no other machine can reach its ports (Ray's
+#: gRPC services run submitted code without authentication)
+DEFAULT_RAY_HOST = "127.0.0.1"
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, host: str | None = None) -> bool:
     """Start (or connect to) Ray unless it is up; returns True when this call started it.
 
     ``address`` None means the embedded default: a NEW local instance (``address="local"``), unless
     the user named a cluster in ``RAY_ADDRESS``. Plain ``ray.init()`` would instead connect to the
     last cluster ``ray start`` recorded in /tmp/ray/ray_current_cluster, even a dead one.
     ``"auto"`` joins the cluster running on this node; ``"ray://host:10001"`` or ``"host:port"``
-    a remote one.
+    a remote one. An embedded instance binds every port to ``host`` (default
+    :data:`DEFAULT_RAY_HOST`, loopback; ``--ray-host`` changes it); a cluster's exposure is the
+    cluster's own (``ray start --node-ip-address``).
     """
     import ray
 
@@ -54,6 +61,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         address = os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         kw["num_cpus"] = num_cpus or os.cpu_count() or 2
+        kw["_node_ip_address"] = host or DEFAULT_RAY_HOST
     ray.init(address=address, **kw)
     return True
 
@@ -65,8 +73,9 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: float = 0.1, max_restarts: int = 3,
-                 actors: int | None = None, dedup: bool = True):
+                 actors: int | None = None, dedup: bool = True, host: str | None = None):
         self.address = address
+        self.host = host
         self.num_cpus = num_cpus
         self.max_restarts = max_restarts
         self.actors_wanted = actors
@@ -81,7 +90,7 @@ class RayBackend:
     @classmethod
     def from_config(cls, config: Any) -> "RayBackend":
         return cls(address=config.address, num_cpus=config.num_cpus, max_restarts=config.max_restarts,
-                   actors=config.actors, dedup=config.dedup)
+                   actors=config.actors, dedup=config.dedup, host=config.ray_host)
 
     def _actor_count(self, n: int) -> int:
         """``actors`` as asked; by default one per CPU of an embedded instance, one per worker on a
@@ -113,7 +122,7 @@ class RayBackend:
                 ray.get([a.set_programs.remote(p) for a, p in zip(self.actors, self._programs)])
             return
         self.close()
-        self._started_ray = init_ray(self.address) or self._started_ray
+        self._started_ray = init_ray(self.address, host=self.host) or self._started_ray
         self._spec = spec
         self.groups = spread(n, self._actor_count(n))
         self._actor_of = {w: a for a, g in enumerate(self.groups) for w in g}
