@@ -127,8 +127,9 @@ class DataEncodingScheme(Scheme):
         if m < 2 * t + 1:
             raise ValueError(f"data-encoding needs n >= 2s+1 (t <= floor((m-1)/2)), got n={m}, s={t}")
         self.seed = int(config.params.get("seed", 0))
+        self.secret = int(config.params.get("secret", self.seed))  # the decoder's projections: master-only
         # one generator owned here and handed to the decoder, re-seeded per (step, round) before each decode
-        self._gen = np.random.default_rng(self.seed)
+        self._gen = np.random.default_rng(self.secret)
         self.code = DataEncodingCode(m, t, locator=str(config.params.get("locator", "cosine")),
                                      solver=config.params.get("solver", "highs"), rng=self._gen)
         self.n, self.k = m, self.code.k
@@ -186,7 +187,7 @@ class DataEncodingScheme(Scheme):
         return self.perm[rows[rows >= 0]]
 
     def _reseed(self, step: int, rnd: int) -> None:
-        self._gen.bit_generator.state = np.random.default_rng([self.seed, step, rnd, 0xA1FA]).bit_generator.state
+        self._gen.bit_generator.state = np.random.default_rng([self.secret, step, rnd, 0xA1FA]).bit_generator.state
 
     # -- the conversation -----------------------------------------------------------------------
     def protocol(self, step: int, active: Sequence[bool] | None = None) -> Generator[Order, Replies, SchemeResult]:

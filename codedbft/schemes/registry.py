@@ -17,8 +17,9 @@ from codedbft.schemes.config import SchemeConfig
 #: schemes by name; each entry is ``builder(SchemeConfig) -> Scheme``
 SCHEMES: Registry[Callable[[SchemeConfig], Scheme]] = Registry("scheme", package="codedbft.schemes")
 
-#: scheme parameters the runtime always supplies (the run seed), valid for every scheme
-RUNTIME_PARAMS = ("seed",)
+#: scheme parameters the runtime always supplies, valid for every scheme: the run seed (public: every
+#: worker's spec holds it) and the master's secret (``RunConfig.master_seed``; never shipped to a worker)
+RUNTIME_PARAMS = ("seed", "secret")
 
 
 def register_scheme(name: str, builder: Callable[[SchemeConfig], Scheme], *, params: Iterable[str] | None = None,

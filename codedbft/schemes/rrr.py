@@ -50,6 +50,8 @@ class RRRScheme(Scheme):
         if not 0.0 <= self.q <= 1.0:
             raise ValueError(f"rrr-randomized needs 0 <= q <= 1, got q={self.q}")
         self.seed = int(config.params.get("seed", 0))
+        # the check coin is the master's secret: a liar that could predict it would lie on unchecked steps only
+        self.secret = int(config.params.get("secret", self.seed))
         self.isolated: set[int] = set()
 
     @property
@@ -110,7 +112,7 @@ class RRRScheme(Scheme):
         absorb((yield from self._ask(first, step)))
 
         # The check is drawn only now, after the replies: workers could not know it in advance.
-        check = (not self.randomized) or bool(np.random.default_rng([self.seed, step, 0xC4EC]).random() < self.q)
+        check = (not self.randomized) or bool(np.random.default_rng([self.secret, step, 0xC4EC]).random() < self.q)
         target = {j: (f_rem + 1 if check else 1) for j in range(self.k)}
         flagged: set[int] = set()
         decided: dict[int, torch.Tensor] = {}
