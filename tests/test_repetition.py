@@ -320,11 +320,12 @@ def test_info_vocabulary_clean_and_past_the_limit(as_torch):
 def test_nonfinite_counts_identical_nan_copies_that_win_their_group():
     code = RepetitionCode(15, s=2)
     msgs = code.encode(partitions(code.k, 12))
-    msgs[10:15] = np.nan  # all of group 2 agree on NaN: decided (exact), and counted
+    msgs[10:15] = np.nan  # all of group 2 agree on NaN: decided, counted, and never claimed exact
     msgs[0] = np.inf  # outvoted
     res = code.decode(msgs)
     assert_common_info(res)
-    assert res.exact and res.flagged == (0,) and res.info["nonfinite"] == 6
+    assert not res.exact and "not finite" in res.info["reason"]
+    assert res.flagged == (0,) and res.info["nonfinite"] == 6
 
 
 def test_repetition_code_announces_its_optional_pieces():

@@ -63,6 +63,8 @@ def prepare_stack(op: Any, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ..
     if not x.is_floating_point():
         raise ValueError(f"{op.name}: expected floating-point values, got {str(x.dtype).removeprefix('torch.')}")
     n, d = x.shape[-2], x.shape[-1]
+    if d == 0:  # (..., n, 0) cannot be flattened to (B, n, d): a bad shape, not a RuntimeError
+        raise ValueError(f"{op.name}: expected shape (..., n, d) with d >= 1, got {tuple(x.shape)}")
     op._check_n(n)
     lead = tuple(x.shape[:-2])
     x3 = x.detach().reshape(-1, n, d)

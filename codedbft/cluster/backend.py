@@ -70,7 +70,10 @@ class StackBuilder:
 
     def put(self, i: int, msg: Any) -> None:
         if isinstance(msg, torch.Tensor) and msg.device.type == "cpu":
-            msg = msg.detach().numpy()
+            try:
+                msg = msg.detach().numpy()
+            except (TypeError, RuntimeError):  # bfloat16, sparse, conjugate-bit: no numpy view, a bad reply
+                msg = None
         if not isinstance(msg, np.ndarray) or msg.shape != self.shape or msg.dtype != self.dtype:
             self.bad[i], self.missing[i] = True, False
             return

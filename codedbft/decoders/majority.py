@@ -94,7 +94,7 @@ class VoteResult:
 
 def _take_rows(x: torch.Tensor, ids: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """``x.index_select(dim, ids)``; on the CPU through numpy, whose gather measured ~10x faster."""
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and x.dtype != torch.bfloat16:  # numpy has no bfloat16
         return torch.from_numpy(np.take(x.numpy(), ids.numpy(), axis=dim))
     return x.index_select(dim, ids.to(x.device))
 
@@ -160,7 +160,8 @@ def _slow_group(rows: torch.Tensor, present: torch.Tensor, rtol: float) -> tuple
     # (divided by the pair's largest magnitude) so a huge but finite liar (1e300) neither
     # overflows the squares nor drags an honest copy below the underflow threshold; r is small,
     # so r(r-1)/2 direct differences in float64 also avoid the Gram identity's cancellation.
-    v = rows.detach().cpu().numpy()
+    v = rows.detach().cpu()
+    v = (v.float() if v.dtype == torch.bfloat16 else v).numpy()  # numpy has no bfloat16 (exact widening)
     if np.iscomplexobj(v):
         v = np.concatenate([v.real, v.imag], axis=-1)
     v = v.astype(np.float64)
@@ -371,6 +372,8 @@ class MajorityDecoder:
         if undecided:
             reason = (f"{len(undecided)} of {info['groups']} groups have no strict majority of their present "
                       f"members (2e + m >= r = {self.group_size} there)")
+        elif not bool(torch.isfinite(grad).all()):  # a majority of NaN copies: beyond the guarantee, never exact
+            reason = "the voted sum is not finite (non-finite copies hold a majority of some group)"
         return DecodeResult.finish(
             kind.wrap(grad.numpy()) if not kind.torch else grad, vote.flagged, info, t0=t0,
             erasures=int(miss.sum()), nonfinite=_nonfinite_count(xt, vote, ~miss, grad), reason=reason,

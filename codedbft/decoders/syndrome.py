@@ -179,6 +179,8 @@ class SyndromeDecoder:
                 u_full[rows] = u
                 return u_full @ M
             idx = np.flatnonzero(rows)
+            if idx.size == 0:  # nothing kept (every row erased): the empty sum, not an IndexError
+                return np.zeros(d)
             if M.dtype == np.float64:
                 # runs of consecutive kept rows are views: no (n, d) copy, ≤ 2s+1 gemv calls
                 out = np.zeros(d)
