@@ -161,7 +161,10 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
                    help=choices_help(SCHEDULES, "torch.optim.lr_scheduler schedule of the lr, stepped once per "
                                      "training step (also a skipped one), e.g. cosine, step:step_size=100,gamma=0.5, "
                                      "multistep:milestones=[100,200]").replace("%", "%%"))
-    g.add_argument("--seed", type=int, default=S, help="seed of every random draw")
+    g.add_argument("--seed", type=int, default=S, help="seed of every random draw the workers may know")
+    g.add_argument("--master-seed", type=int, default=S, metavar="INT",
+                   help="the master's private seed (randomized RRR's coin, data encoding's decoder projections); "
+                        "never sent to a worker; default: --seed, reproducible but predictable by a worker")
     g.add_argument("--local-steps", type=int, default=S, metavar="K",
                    help="honest workers take K local SGD steps per partition and send the average local gradient "
                         "(FedAvg-style; K > 1: gradient codes only, not data-encoding)")
@@ -270,13 +273,33 @@ def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             master = make_trainer(_config_from_args(args))
     except (ValueError, OSError) as err:
         parser.error(str(err))  # exit code 2, before any worker starts
+    import errno
+    import signal
+
+    from codedbft.cluster.trainer import RunInterrupted
+
+    where = master.rundir.root if master.rundir is not None else "the run directory"
     try:
         summary = master.run(progress=not args.no_progress)
+    except RunInterrupted as err:  # a second signal during the clean-up of an interrupted run
+        print(f"codedbft train: {err}; the last complete checkpoint in {where} is kept", file=sys.stderr)
+        return 128 + err.signum
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        print(f"codedbft train: no space left on device in {where} (writing {err.filename}); the last good "
+              f"checkpoint is kept, free some space and continue with --resume {where}", file=sys.stderr)
+        return 1
     finally:
-        master.close()
+        master.close()  # also shuts an embedded Ray instance down
     print(_table(summary))
     if master.rundir is not None:
         print(f"run directory: {master.rundir.root}")
+    if summary.get("interrupted"):
+        name = summary.get("signal", "SIGINT")
+        print(f"codedbft train: interrupted by {name} at step {summary.get('steps')}; checkpoint written, "
+              f"continue with: codedbft train --resume {where}", file=sys.stderr)
+        return 128 + int(getattr(signal, name, signal.SIGINT))
     return 0
 
 

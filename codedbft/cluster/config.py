@@ -175,7 +175,8 @@ class RunConfig:
     worker on a named cluster), ``wait_for`` ("all", or "auto": decode once the replies in hand
     leave the code able to correct the placed Byzantine workers, the rest are erasures),
     ``straggle`` ("P:FACTOR", the benchmarks' straggler model on Ray), ``ray_host`` (the address an
-    embedded Ray instance binds its ports to; default loopback).
+    embedded Ray instance binds its ports to; default loopback), ``master_seed`` (the master's
+    private seed, :attr:`secret`; never in the worker spec).
     Output: ``run_dir``, ``eval_every``, ``log_every``, ``checkpoint_every``, ``tensorboard`` (also
     write each metrics row's numbers to ``run_dir/tensorboard/``; needs the tensorboard package).
     Trust model: ``setting`` ("master", "decentralized", "byzantine-servers").
@@ -235,6 +236,7 @@ class RunConfig:
     wait_for: str = "all"
     straggle: str | None = None
     ray_host: str = "127.0.0.1"
+    master_seed: int | None = None
 
     nodes: int | None = None
     topology: str = "erdos-renyi"
@@ -301,6 +303,14 @@ class RunConfig:
             raise ValueError("--address names a Ray cluster: it needs backend='ray'")
 
     @property
+    def secret(self) -> int:
+        """The master's private seed: randomized RRR's check coin and the data-encoding decoder's
+        projections. ``master_seed`` when set (a deployment sets a number no worker knows); by
+        default the run seed, so a simulated run stays reproducible from one number, at the price
+        that a worker knowing the seed could predict them (README, threat model)."""
+        return int(self.master_seed) if self.master_seed is not None else int(self.seed)
+
+    @property
     def attack_kwargs(self) -> dict[str, Any]:
         """The attack's parameters; unset (None) means the attack's own defaults, except for the
         default job's omniscient attack, whose c = 10 makes it break plain averaging."""
@@ -317,7 +327,7 @@ class RunConfig:
         return SchemeConfig(
             name=self.scheme, workers=self.workers, byzantine=self.byzantine, tolerate=self.tolerate,
             aggregator=self.aggregator, aggregator_params=dict(self.aggregator_params),
-            group_size=self.group_size, bucket=self.bucket, params={"seed": self.seed, **self.scheme_params},
+            group_size=self.group_size, bucket=self.bucket, params={"seed": self.seed, "secret": self.secret, **self.scheme_params},
             pre=tuple(self.pre),
         )
 

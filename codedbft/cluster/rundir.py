@@ -8,8 +8,12 @@
     DIR/checkpoints/       ckpt-<step>.pt every ``checkpoint_every`` steps (the last two kept)
     DIR/plots/             loss.png, accuracy.png (matplotlib, Agg backend)
 
-Every file is written to a temporary name in the same directory and then ``os.replace``-d, so a
-run killed mid-write leaves the previous version intact.
+Every file but metrics.jsonl is written to a temporary name in the same directory, flushed and
+``os.fsync``-ed, then ``os.replace``-d (and the directory fsync-ed), so a run killed mid-write (even
+by ``kill -9`` or a power cut) leaves the previous version intact; a failed write (``ENOSPC``, ...)
+removes its temporary file and re-raises the ``OSError`` with ``filename`` set to the file it was
+writing. :meth:`RunDir.load_checkpoint` skips an unreadable checkpoint (torn, truncated, garbage)
+with a warning naming it and falls back to the previous one (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,25 +22,58 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+import warnings
+from typing import Any, BinaryIO, Callable, Iterable
 
 import torch
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename in it survives a crash (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(f)`` into a temporary file next to ``path``, flush + fsync, rename onto ``path``, fsync
+    the directory. On any error the temporary file is removed and ``path`` is left as it was; an
+    ``OSError`` gets ``filename`` = ``path`` when it had none (a full disk: ``errno.ENOSPC``)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as err:
+        if err.filename is None:
+            err.filename = str(path)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)
         raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, then rename)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -82,9 +119,14 @@ class RunDir:
         """Append rows (one JSON object per line); flushed so a crash loses at most a partial line."""
         text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows)
         if text:
-            with open(self.metrics_path, "a") as f:
-                f.write(text)
-                f.flush()
+            try:
+                with open(self.metrics_path, "a") as f:
+                    f.write(text)
+                    f.flush()
+            except OSError as err:
+                if err.filename is None:
+                    err.filename = str(self.metrics_path)
+                raise
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -104,26 +146,52 @@ class RunDir:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, step: int, state: dict[str, Any]) -> Path:
-        """Save ``state`` as ``checkpoints/ckpt-<step>.pt`` atomically; keep the last :attr:`KEEP`."""
-        import io
+        """Save ``state`` as ``checkpoints/ckpt-<step>.pt`` atomically; keep the last :attr:`KEEP`.
 
-        buf = io.BytesIO()
-        torch.save(state, buf)
+        The older checkpoints are removed only once the new one is in place, so a failed write (a full
+        disk) leaves the last good checkpoint and no temporary file behind."""
         path = self.ckpt_dir / f"ckpt-{step:08d}.pt"
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write(path, lambda f: torch.save(state, f))
         for old in sorted(self.ckpt_dir.glob("ckpt-*.pt"))[: -self.KEEP]:
             old.unlink()
+        for stale in self.ckpt_dir.glob(".ckpt-*.pt.*"):  # the temporary file of a killed (kill -9) write
+            try:
+                stale.unlink()
+            except OSError:
+                pass
         return path
 
+    def checkpoints(self) -> list[Path]:
+        """The checkpoint files, oldest first."""
+        return sorted(self.ckpt_dir.glob("ckpt-*.pt")) if self.ckpt_dir.exists() else []
+
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(self.ckpt_dir.glob("ckpt-*.pt")) if self.ckpt_dir.exists() else []
+        found = self.checkpoints()
         return found[-1] if found else None
 
     def load_checkpoint(self, path: Path | None = None) -> dict[str, Any] | None:
-        path = path or self.latest_checkpoint()
-        if path is None:
-            return None
-        return torch.load(path, weights_only=False)
+        """The state saved in ``path``, or (no ``path``) in the newest readable checkpoint; None if none.
+
+        Without ``path``, a checkpoint that cannot be read (torn, truncated, not a checkpoint) is skipped
+        with a ``warnings.warn`` naming it and the previous one is tried; when none is readable, the run
+        starts from the beginning (a warning says so). With ``path``, a read error propagates."""
+        if path is not None:
+            return torch.load(path, weights_only=False)
+        found = self.checkpoints()
+        for candidate in reversed(found):
+            try:
+                state = torch.load(candidate, weights_only=False)
+                if not isinstance(state, dict) or "step" not in state:
+                    raise ValueError("not a codedbft checkpoint (no step)")
+                return state
+            except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... on a torn file
+                why = (str(err).strip().splitlines() or [""])[0][:200]
+                warnings.warn(f"skipping unreadable checkpoint {candidate} ({type(err).__name__}: {why}); "
+                              f"trying the previous one", RuntimeWarning, stacklevel=2)
+        if found:
+            warnings.warn(f"no readable checkpoint in {self.ckpt_dir}: the run starts from the beginning",
+                          RuntimeWarning, stacklevel=2)
+        return None
 
     # -- plots ----------------------------------------------------------------------------------
     def plot(self) -> list[Path]:

@@ -17,6 +17,9 @@ ValueError naming the constraint), :meth:`_start_workers`, :meth:`step`, :meth:`
 from __future__ import annotations
 
 import hashlib
+import json
+import signal
+import threading
 from typing import Any
 
 import torch
@@ -33,6 +36,131 @@ SETTINGS: Registry[Any] = Registry("setting", plugins=("codedbft.cluster.master"
 def model_sha256(w: torch.Tensor) -> str:
     """SHA-256 of the parameter tensor's bytes (bit-identity check across backends and resumes)."""
     return hashlib.sha256(w.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+#: RunConfig keys that never change what a run computes (where and how long it runs, what it writes):
+#: left out of a checkpoint's configuration fingerprint, so a resume may change them
+RESULT_NEUTRAL_KEYS = frozenset({"run_dir", "steps", "backend", "address", "num_cpus", "timeout_s", "max_restarts",
+                                 "actors", "tensorboard", "log_every", "eval_every", "checkpoint_every"})
+
+
+def codedbft_version() -> str:
+    """The installed codedbft version (``importlib.metadata``), ``"unknown"`` for an uninstalled checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("codedbft")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _major_minor(version: str) -> str | None:
+    parts = str(version).split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 and parts[0].isdigit() else None
+
+
+def result_config(config: RunConfig) -> dict[str, Any]:
+    """The keys of ``config`` that change results (all but :data:`RESULT_NEUTRAL_KEYS`), JSON-normalised."""
+    from codedbft.cluster.rundir import _jsonable
+
+    data = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL_KEYS}
+    return json.loads(json.dumps(data, sort_keys=True, default=_jsonable))
+
+
+def config_fingerprint(config: RunConfig) -> str:
+    """SHA-256 of :func:`result_config` (canonical JSON): equal for configurations computing the same run."""
+    return hashlib.sha256(json.dumps(result_config(config), sort_keys=True).encode()).hexdigest()
+
+
+def checkpoint_meta(config: RunConfig) -> dict[str, Any]:
+    """What every checkpoint records besides the trainer's state (key ``"codedbft"``)."""
+    return {"version": codedbft_version(), "config_sha256": config_fingerprint(config), "config": result_config(config)}
+
+
+def check_compatible(meta: dict[str, Any] | None, config: RunConfig, where: str,
+                     overridden: frozenset[str] = frozenset()) -> None:
+    """ValueError naming the difference when a checkpoint (its ``meta``) cannot continue ``config``.
+
+    Compatible: the same major.minor codedbft version (0.1.x resumes 0.1.y; either side ``"unknown"``, a
+    source checkout, is not checked) and the same value of every key outside :data:`RESULT_NEUTRAL_KEYS`
+    (``steps``, the backend, timeouts, the logging cadence may change; the scheme, the attack, the data,
+    the model, the optimizer, the seed, ... may not). A checkpoint without ``meta`` (written before
+    codedbft recorded it) is not checked."""
+    if meta is None:
+        return
+    mine, theirs = codedbft_version(), str(meta.get("version", "unknown"))
+    a, b = _major_minor(theirs), _major_minor(mine)
+    if a is not None and b is not None and a != b:
+        raise ValueError(f"{where}: checkpoint from codedbft {a} cannot be resumed by {b} "
+                         f"(versions {theirs} and {mine}; only the same major.minor version is compatible)")
+    if meta.get("config_sha256") == config_fingerprint(config):
+        return
+    saved, now = meta.get("config") or {}, result_config(config)
+    diffs = []
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key, "<absent>") != now.get(key, "<absent>"):
+            source = "the resume overrides say" if key in overridden else "the run directory says"
+            diffs.append(f"{key}={saved.get(key, '<absent>')!r}, {source} {now.get(key, '<absent>')!r}")
+    raise ValueError(f"{where}: checkpoint was written for " + "; for ".join(diffs or ["another configuration"])
+                     + " (only " + ", ".join(sorted(RESULT_NEUTRAL_KEYS - {"run_dir"})) + " may change on resume)")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM during the clean-up of an interrupted :meth:`Trainer.run`: abort now."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"aborted by a second {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _in_ray_worker() -> bool:
+    """True inside a Ray worker process (a sweep's task): there SIGINT is Ray's ``ray.cancel``, and a
+    run that stopped cleanly with a summary would look finished to the sweep."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None:
+        return False
+    try:
+        return bool(ray.is_initialized()) and ray._private.worker.global_worker.mode == ray.WORKER_MODE
+    except Exception:
+        return False
+
+
+class _StopOnSignal:
+    """While active (main thread only, not in a Ray worker), SIGINT/SIGTERM set :attr:`signum` instead of
+    killing the process; a second one raises :class:`RunInterrupted`. The previous handlers are restored
+    on exit."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise RunInterrupted(signum)
+        self.signum = signum
+
+    def install(self) -> None:
+        """(Re-)install the handlers (again after a start that may have replaced them, e.g. ray.init)."""
+        if threading.current_thread() is not threading.main_thread() or _in_ray_worker():
+            return
+        for s in self.SIGNALS:
+            current = signal.getsignal(s)
+            if current != self._handle:
+                previous = signal.signal(s, self._handle)
+                self._previous.setdefault(s, previous)
+
+    def __enter__(self) -> "_StopOnSignal":
+        self.install()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
 
 
 def make_trainer(config: RunConfig, backend: Any = None, run_dir: str | None = None, *, model: Any = None,
@@ -121,7 +249,7 @@ class Trainer:
     # -- checkpoints and resume -------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         assert self.rundir is not None
-        self.rundir.save_checkpoint(self.step_idx, self.state_dict())
+        self.rundir.save_checkpoint(self.step_idx, {**self.state_dict(), "codedbft": checkpoint_meta(self.config)})
 
     @classmethod
     def resume(cls, run_dir: str, backend: Any = None, **overrides: Any) -> "Trainer":
@@ -132,6 +260,11 @@ class Trainer:
         ``Trainer`` itself, it builds the trainer of the run's setting. A run given Python objects
         (``model=``, ``dataset=``, ``scheme=``: :mod:`codedbft.training.byo`) needs them again here,
         as the same keywords (a string there is a configuration override, as before).
+
+        An unreadable last checkpoint (torn, truncated) is skipped with a warning and the previous one is
+        used (:meth:`RunDir.load_checkpoint`). A checkpoint another configuration or another major.minor
+        codedbft version wrote raises ValueError naming the difference (:func:`check_compatible`: the
+        keys outside :data:`RESULT_NEUTRAL_KEYS` must be equal).
         """
         objects = {k: overrides.pop(k) for k in ("model", "dataset", "scheme")
                    if k in overrides and not isinstance(overrides[k], str)}
@@ -142,6 +275,9 @@ class Trainer:
         trainer = _build(target, config, backend, run_dir, objects)
         state = rd.load_checkpoint()
         if state is not None:
+            meta = state.pop("codedbft", None)
+            where = f"{rd.root}/checkpoints/ckpt-{int(state['step']):08d}.pt"
+            check_compatible(meta, trainer.config, where, frozenset(overrides))
             trainer.load_state_dict(state)
         rd.truncate_metrics(trainer.step_idx)
         return trainer
@@ -173,32 +309,44 @@ class Trainer:
         """Train until ``steps`` (default ``config.steps``) steps are done; returns the summary.
 
         With a run directory, writes metrics, checkpoints, ``summary.json`` and the plots.
+
+        Called from the main thread (not in a Ray worker: a sweep's task), SIGINT and SIGTERM stop the
+        run cleanly: the step under way is finished, then a checkpoint, the plots and ``summary.json``
+        are written as at the end, the summary marked ``"interrupted": true`` with ``"signal"``
+        (``"SIGINT"``/``"SIGTERM"``), and returned (``codedbft train`` exits 128 + the signal number; ``--resume`` continues it). A second
+        signal during that clean-up raises :class:`RunInterrupted` (a ``KeyboardInterrupt``) at once.
+        The previous signal handlers are restored when ``run`` returns; the caller's ``close()`` shuts
+        the backend (and an embedded Ray) down.
         """
         steps = self.config.steps if steps is None else steps
-        self.start()
-        bar = None
-        if progress:
-            from tqdm import tqdm
+        with _StopOnSignal() as stop:
+            self.start()
+            stop.install()  # again: starting the backend (ray.init) may have installed its own handlers
+            bar = None
+            if progress:
+                from tqdm import tqdm
 
-            bar = tqdm(total=steps, initial=self.step_idx, desc=f"{self.config.setting}/{self.config.backend}",
-                       dynamic_ncols=True)
-        acc = None
-        try:
-            while self.step_idx < steps:
-                row = self.step()
+                bar = tqdm(total=steps, initial=self.step_idx, desc=f"{self.config.setting}/{self.config.backend}",
+                           dynamic_ncols=True)
+            acc = None
+            try:
+                while self.step_idx < steps and stop.signum is None:
+                    row = self.step()
+                    if bar is not None:
+                        acc = row.get("test_accuracy", acc)
+                        bar.set_postfix(**self._progress_postfix(row, acc), refresh=False)
+                        bar.update(1)
+            finally:
                 if bar is not None:
-                    acc = row.get("test_accuracy", acc)
-                    bar.set_postfix(**self._progress_postfix(row, acc), refresh=False)
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-        summary = self.summary()
-        if self.rundir is not None:
-            if self.step_idx % self.config.checkpoint_every:
-                self.save_checkpoint()
-            self.rundir.write_summary(summary)
-            self.rundir.plot()
-        if self._tb_writer is not None:
-            self._tb_writer.flush()
+                    bar.close()
+            summary = self.summary()
+            if stop.signum is not None:
+                summary.update(interrupted=True, signal=signal.Signals(stop.signum).name)
+            if self.rundir is not None:
+                if self.step_idx % self.config.checkpoint_every:
+                    self.save_checkpoint()
+                self.rundir.write_summary(summary)
+                self.rundir.plot()
+            if self._tb_writer is not None:
+                self._tb_writer.flush()
         return summary

@@ -70,11 +70,19 @@ def _same_config(run_dir: Path, expected: dict[str, Any]) -> bool:
     return have == want
 
 
+def _interrupted(run_dir: Path) -> bool:
+    """summary.json written by a run that a signal stopped (``"interrupted": true``): not finished."""
+    try:
+        return bool(json.loads((run_dir / "summary.json").read_text()).get("interrupted"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return True  # unreadable: do the run (again) rather than trust it
+
+
 def run_state(run_dir: Path, expected: dict[str, Any]) -> str:
     """``done``, ``resume`` or ``fresh`` (see the module docstring)."""
     if not (run_dir / "config.json").exists() or not _same_config(run_dir, expected):
         return "fresh"
-    if (run_dir / "summary.json").exists():
+    if (run_dir / "summary.json").exists() and not _interrupted(run_dir):
         return "done"
     ckpts = run_dir / "checkpoints"
     return "resume" if ckpts.is_dir() and any(ckpts.glob("ckpt-*.pt")) else "fresh"
