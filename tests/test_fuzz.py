@@ -47,6 +47,7 @@ TOTAL_CASES = 0
 def fuzz(n: int):
     """``@settings`` for a fuzz test of ``n`` examples; counts them into TOTAL_CASES."""
     global TOTAL_CASES
+    n = max(4, (n + 1) // 2)  # halved to keep the suite under 10 minutes on 2 cores
     TOTAL_CASES += n
     return settings(max_examples=n, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
@@ -418,7 +419,10 @@ def test_byzshield_code_never_claims_a_wrong_exact_sum(dtype):
         G64 = G.astype(np.float64)
         tol = 4 * code.k * eps(np.float64) * np.abs(G64).sum(0) + eps(dtype) * np.abs(G64.sum(0))
         check_result(res, G64.sum(0), tol, within=not beyond)
-        if not beyond:
+        # Without erasures the guarantee holds outright: exact. With erasures the global decision is
+        # conservative: a file whose present copies q liars could all hold is not certified, since
+        # the decoder is sized for q liars whatever the erasures (codedbft/decoders/byzshield.py).
+        if not beyond and not len(miss):
             assert res.exact, res.info["reason"]
 
     run()
