@@ -21,3 +21,13 @@ def ray_session():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_backend(ray_session):
+    """A Ray backend for one test module (warm actors shared by its tests), closed after the module."""
+    from codedbft.cluster.ray_backend import RayBackend
+
+    b = RayBackend(num_cpus=0.1, max_restarts=3)
+    yield b
+    b.close()

@@ -294,15 +294,6 @@ def test_the_docs_command_lines_run(tmp_path, monkeypatch):
 
 
 # -- Ray: the objects shipped to real actors, the same model bit for bit -------------------------------
-@pytest.fixture(scope="module")
-def ray_backend(ray_session):
-    from codedbft.cluster.ray_backend import RayBackend
-
-    b = RayBackend(num_cpus=0.1, max_restarts=3)
-    yield b
-    b.close()
-
-
 @pytest.mark.ray
 def test_objects_and_import_paths_train_the_same_model_on_ray_and_locally(ray_backend):
     cfg = RunConfig(**{**BASE, "steps": 5, "eval_every": 5}, timeout_s=120.0)

@@ -131,15 +131,6 @@ def test_cli_runs_both_settings_and_rejects_a_disconnected_graph(tmp_path, capsy
 
 
 # -- Ray: the same models bit for bit, a killed node restarted ----------------------------------------
-@pytest.fixture(scope="module")
-def ray_backend(ray_session):
-    from codedbft.cluster.ray_backend import RayBackend
-
-    b = RayBackend(num_cpus=0.1, max_restarts=3)
-    yield b
-    b.close()
-
-
 @pytest.mark.ray
 @pytest.mark.parametrize("kw", [
     {**DEC, "nodes": 6, "byzantine": 1, "steps": 3, "rule": "ubar", "attack": "gaussian"},
