@@ -16,6 +16,7 @@ _LAZY = {
     "CyclicMDSCode": "codedbft.encoders.cyclic",
     "ByzShieldCode": "codedbft.encoders.byzshield",
     "DataEncodingCode": "codedbft.encoders.data_encoding",
+    "ramanujan_assignment": "codedbft.encoders.ramanujan",
 }
 
 __all__ = ["Code", *_LAZY]
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from codedbft.encoders.byzshield import ByzShieldCode
     from codedbft.encoders.cyclic import CyclicMDSCode
     from codedbft.encoders.data_encoding import DataEncodingCode
+    from codedbft.encoders.ramanujan import ramanujan_assignment
     from codedbft.encoders.repetition import RepetitionCode
 
 

@@ -16,6 +16,9 @@ gradients. An adversary controlling ``q`` workers corrupts a file when it holds 
 placement corrupts, ``eps_hat(q)`` (:meth:`ByzShieldCode.max_distortion`), which the expansion of the
 MOLS graph keeps far below DETOX's repetition groups.
 
+A second assignment, the Ramanujan bigraphs of the same paper (``assignment="ramanujan"``), is built
+in :mod:`codedbft.encoders.ramanujan`; the search and decoder below only see the incidence.
+
 This module builds the assignment and searches optimal attacks; the decoder (vote per file,
 certification, robust rule) is :class:`~codedbft.decoders.byzshield.ByzShieldDecoder`, re-exported
 here. See docs/codes.md §3.
@@ -40,6 +43,8 @@ from codedbft.encoders.base import Code
 # Exhaustive search over C(K, q) attacker sets is affordable up to this many workers (docs/codes.md §3).
 EXHAUSTIVE_MAX_WORKERS = 25
 EXHAUSTIVE_HARD_LIMIT = 40  # beyond, even the meet-in-the-middle tables and C(K, q) sets are out of reach
+# Worker-file graphs ByzShieldCode builds: the MOLS one (below) and the Ramanujan bigraphs (ramanujan.py).
+ASSIGNMENTS = ("mols", "ramanujan")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,12 +340,20 @@ def optimal_attack(
 
 
 class ByzShieldCode(Code):
-    """ByzShield's MOLS assignment (Konstantinidis & Ramamoorthy, MLSys 2021): K = r*l workers, l**2 files.
+    """ByzShield (Konstantinidis & Ramamoorthy, MLSys 2021): each worker holds l files, each file r copies.
+
+    Two worker-file graphs (``assignment``): MOLS (K = r*l workers, l**2 files) and the Ramanujan
+    bigraphs of :mod:`codedbft.encoders.ramanujan` (Case 1, r < l with l prime: K = r*l workers and
+    l**2 files as for MOLS; Case 2, r prime dividing l: K = r**2 workers, r*l files, e.g. l = r = 5).
+    ``l`` and ``r`` mean files per worker and copies per file for both; everything downstream (vote,
+    certification, distortion search, ``encode``) goes through :attr:`assignment` and :attr:`incidence`.
 
     Args:
-        l: order of the Latin squares; a prime or a prime power (GF(l) is built with galois, lazily,
-            only for proper prime powers such as 4, 8, 9).
-        r: number of squares = copies of each file, ``1 <= r <= l - 1``. Odd r avoids ties in the vote.
+        l: files per worker. MOLS: the order of the Latin squares, a prime or a prime power (GF(l) is
+            built with galois, lazily, only for proper prime powers such as 4, 8, 9). Ramanujan: the
+            prime s (Case 1) or the multiple m of r (Case 2).
+        r: copies of each file. MOLS: the number of squares, ``1 <= r <= l - 1``. Ramanujan: m
+            (Case 1, ``r < l``) or the prime s (Case 2, ``r | l``). Odd r avoids ties in the vote.
         aggregator: robust rule over the voted file gradients: a name for
             ``codedbft.aggregators.by_name(name, f=f_files)`` or a callable ``(m, d) tensor -> (d,)``.
         q: the number of Byzantine workers the decoder is sized for (default ``s``). The robust rule
@@ -349,10 +362,14 @@ class ByzShieldCode(Code):
             only when no placement of at most q liars consistent with the observed votes can have
             corrupted a file. A named rule that cannot run on k files with that f (e.g. median needs
             k >= 2f+1) raises ValueError.
+        assignment: ``"mols"`` (default) or ``"ramanujan"``; another value raises ValueError listing
+            both. Stored as ``assignment_kind`` (``assignment`` is the per-worker file tuple), with
+            ``ramanujan = (m, s, case)`` or None.
 
     Attributes (the :class:`Code` contract):
-        n: ``K = r * l`` workers; worker ``(a, v)`` has id ``(a - 1) * l + v``.
-        k: ``l**2`` files; file ``(i, j)`` has id ``i * l + j``.
+        n: workers. MOLS: ``K = r * l``; worker ``(a, v)`` has id ``(a - 1) * l + v``. Ramanujan:
+            ``m * s`` (Case 1) or ``s**2`` (Case 2), ids as in :mod:`codedbft.encoders.ramanujan`.
+        k: files. MOLS: ``l**2``; file ``(i, j)`` has id ``i * l + j``. Ramanujan: ``s**2`` or ``m*s``.
         s: ``(r - 1) // 2``: the largest number of Byzantine workers that can corrupt no file wherever
             they sit (each file keeps a strict honest majority), so that decoding is exact. This is the
             Code contract's meaning of s. Beyond it ByzShield degrades gracefully: the robust rule
@@ -360,8 +377,9 @@ class ByzShieldCode(Code):
             r = 3 up to q = 6, see :meth:`max_tolerated`).
         redundancy: ``r``, the number of copies of each file, i.e. the computation per worker
             relative to splitting the data without redundancy (each worker holds l of the l**2 files
-            = 1/l of the data, versus 1/K). Note: this is not the base class' "mean partitions per
-            worker" (which is l here); it matches the replication factor the papers report.
+            = 1/l of the data, versus 1/K; Ramanujan Case 2: l of r*l files = 1/r, versus 1/r**2).
+            Note: this is not the base class' "mean partitions per worker" (which is l here); it
+            matches the replication factor the papers report.
         B: None (``linear`` is False): a worker sends each held file's gradient separately, not one
             combination; :meth:`encode` returns those ``(n, l, d)`` stacks (``encodes_gradients``),
             and :meth:`max_distortion` is available (``has_distortion``).
@@ -374,14 +392,27 @@ class ByzShieldCode(Code):
         *,
         aggregator: str | Callable[[Any], Any] = "median",
         q: int | None = None,
+        assignment: str = "mols",
     ) -> None:
         l, r = int(l), int(r)
-        if _prime_power(l) is None:
-            raise ValueError(f"l must be a prime or a prime power (got l={l})")
-        if not 1 <= r <= l - 1:
-            raise ValueError(f"r must satisfy 1 <= r <= l-1 (got r={r}, l={l})")
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {', '.join(map(repr, ASSIGNMENTS))}, got {assignment!r}")
+        self.assignment_kind = assignment
+        # (m, s, case) of the Ramanujan bigraph; None for MOLS
+        self.ramanujan: tuple[int, int, int] | None = None
+        if assignment == "mols":
+            if _prime_power(l) is None:
+                raise ValueError(f"l must be a prime or a prime power (got l={l})")
+            if not 1 <= r <= l - 1:
+                raise ValueError(f"r must satisfy 1 <= r <= l-1 (got r={r}, l={l})")
+            self.n, self.k = r * l, l * l
+        else:
+            from codedbft.encoders.ramanujan import ramanujan_params, ramanujan_sizes
+
+            self.ramanujan = ramanujan_params(l, r)  # (m, s, case): raises naming both cases' constraints
+            sizes = ramanujan_sizes(*self.ramanujan[:2])
+            self.n, self.k = sizes["K"], sizes["f"]
         self.l, self.r = l, r
-        self.n, self.k = r * l, l * l
         self.s = (r - 1) // 2
         self.threshold = (r + 1) // 2  # ceil(r/2) attacker copies leave no honest strict majority
         if q is None:
@@ -408,6 +439,10 @@ class ByzShieldCode(Code):
     @cached_property
     def _files(self) -> np.ndarray:
         """Int (n, l): the sorted file ids of each worker (row w is ``assignment[w]``)."""
+        if self.ramanujan is not None:
+            from codedbft.encoders.ramanujan import ramanujan_assignment
+
+            return np.asarray(ramanujan_assignment(*self.ramanujan[:2]), dtype=np.int64).reshape(self.n, self.l)
         L = mols(self.l, self.r)  # (r, l, l): value v of square a at file (i, j)
         a, i, j = np.indices(L.shape)
         worker = a * self.l + L
@@ -418,7 +453,8 @@ class ByzShieldCode(Code):
 
     @cached_property
     def assignment(self) -> tuple[tuple[int, ...], ...]:
-        """Tuple of n tuples: worker ``(a, v)`` holds the l files ``(i, j)`` with ``a*i + j = v``."""
+        """Tuple of n tuples of l file ids: for MOLS, worker ``(a, v)`` holds the files ``(i, j)`` with
+        ``a*i + j = v``; for Ramanujan see :func:`~codedbft.encoders.ramanujan.ramanujan_assignment`."""
         return tuple(tuple(int(x) for x in row) for row in self._files)
 
     @cached_property
@@ -455,7 +491,8 @@ class ByzShieldCode(Code):
         """(eps_hat(q), worker ids): the largest fraction of files q Byzantine workers can corrupt.
 
         ByzShield's figure of merit; for l = 5, r = 3 and q = 2..7 it is 0.04, 0.12, 0.20, 0.32, 0.48,
-        0.56 (DETOX's groups with K = 15: 0.2, 0.2, 0.4, 0.4, 0.6, 0.6). Exact for K <= 25; beyond, a
+        0.56 (DETOX's groups with K = 15: 0.2, 0.2, 0.4, 0.4, 0.6, 0.6); for the Ramanujan l = r = 5
+        (K = 25) and q = 3..7 it is 0.04, 0.04, 0.08, 0.16, 0.20. Exact for K <= 25; beyond, a
         heuristic lower bound (``max_distortion_info(q).method`` says which).
         """
         info = self.max_distortion_info(q)

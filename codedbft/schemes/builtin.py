@@ -9,8 +9,9 @@
 * ``detox`` (Rajput et al., NeurIPS 2019): ``RepetitionCode(n, r=3)``, vote per group, bucket means
   of the group outputs, then a robust rule over the buckets with f = floor(b / ceil(r/2)), the
   number of groups the b Byzantine workers can win.
-* ``byzshield`` (Konstantinidis & Ramamoorthy, MLSys 2021): ``ByzShieldCode(n / r, r)``, stacked
-  ``(l, d)`` messages (one gradient per file), vote per file, certified sum or robust rule.
+* ``byzshield`` (Konstantinidis & Ramamoorthy, MLSys 2021): ``ByzShieldCode(n / r, r)`` (scheme param
+  ``assignment=mols``, the default, or ``ramanujan``), stacked ``(l, d)`` messages (one gradient per
+  file), vote per file, certified sum or robust rule.
 
 RRR-BFT (interactive) lives in :mod:`codedbft.schemes.rrr`.
 """
@@ -182,31 +183,41 @@ class DetoxScheme(Scheme):
 
 
 class ByzShieldScheme(Scheme):
-    """ByzShield (Konstantinidis & Ramamoorthy, MLSys 2021): ``ByzShieldCode(l, r)`` with n = r*l.
+    """ByzShield (Konstantinidis & Ramamoorthy, MLSys 2021): ``ByzShieldCode(l, r, assignment=...)``.
 
-    Each worker computes the l files (partitions) the MOLS assignment gives it and sends them as a
+    Each worker computes the l files (partitions) its assignment gives it and sends them as a
     stacked ``(l, d)`` message (``Order.stacked``); the decoder votes per file among its r copies and
-    certifies the sum, or falls back to the robust rule (default median) over the k = l**2 files.
-    ``group_size`` (or scheme param ``r``) is r (default 3), l = n / r (scheme param ``l``, if given,
-    must agree); ``byzantine`` sizes the decoder (q).
+    certifies the sum, or falls back to the robust rule (default median) over the k files.
+    ``group_size`` (or scheme param ``r``) is r (default 3); ``byzantine`` sizes the decoder (q).
+    Scheme param ``assignment``: ``mols`` (default; n = r*l, l = n / r, scheme param ``l`` if given
+    must agree) or ``ramanujan`` (l = scheme param ``l``, default n / r; Case 1 r < l, l prime, has
+    n = r*l; Case 2 r prime dividing l has n = r**2, e.g. n = 25 with l = r = 5).
     """
 
     name = "byzshield"
 
     def __init__(self, config: SchemeConfig):
         from codedbft.encoders import ByzShieldCode
+        from codedbft.encoders.byzshield import ASSIGNMENTS
 
         self.config = config
         r = int(config.params.get("r", config.group_size or 3))
+        assignment = str(config.params.get("assignment", "mols"))
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"byzshield assignment must be one of {', '.join(ASSIGNMENTS)}, got {assignment!r}")
         rule = config.aggregator or "median"
-        if config.workers % r:
+        if assignment == "mols" and config.workers % r:
             raise ValueError(f"byzshield needs n = r*l: r={r} must divide n={config.workers}")
-        if "l" in config.params and int(config.params["l"]) * r != config.workers:
+        if assignment == "mols" and "l" in config.params and int(config.params["l"]) * r != config.workers:
             raise ValueError(f"byzshield needs n = r*l: l={config.params['l']}, r={r}, n={config.workers}")
-        self.code = ByzShieldCode(config.workers // r, r, aggregator=rule, q=config.byzantine)
+        l = int(config.params["l"]) if "l" in config.params else config.workers // r
+        self.code = ByzShieldCode(l, r, aggregator=rule, q=config.byzantine, assignment=assignment)
+        if self.code.n != config.workers:  # only Ramanujan gets here: Case 2 has n = r**2, not r*l
+            raise ValueError(f"byzshield ramanujan with l={l}, r={r} has n={self.code.n} workers, "
+                             f"not n={config.workers} (Case 1: n = r*l; Case 2: n = r**2)")
         if config.aggregator_params or config.pre:  # sized by the code (f = files an optimal attack wins)
             tuned = _rule(rule, config.aggregator_params, self.code.f_files, tuple(config.pre))
-            self.code = ByzShieldCode(config.workers // r, r, aggregator=tuned, q=config.byzantine)
+            self.code = ByzShieldCode(l, r, aggregator=tuned, q=config.byzantine, assignment=assignment)
         self.n, self.k = self.code.n, self.code.k
         self.aggregator = self.code.aggregator
 
@@ -227,5 +238,5 @@ register_scheme("draco-cyclic", lambda c: DracoScheme(c, cyclic=True), params=()
                 help="DRACO cyclic MDS code, syndrome decoding, exact when 2e+m <= 2s")
 register_scheme("detox", DetoxScheme, params=(),
                 help="DETOX groups of r (default 3): vote, bucket means, a robust outer rule (default median)")
-register_scheme("byzshield", ByzShieldScheme, params=("r", "l"),
-                help="ByzShield MOLS assignment (n = r*l), vote per file, certified sum or robust rule")
+register_scheme("byzshield", ByzShieldScheme, params=("r", "l", "assignment"),
+                help="ByzShield MOLS (n = r*l) or Ramanujan assignment, vote per file, certified sum or robust rule")
