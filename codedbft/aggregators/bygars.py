@@ -33,6 +33,9 @@ class ByGARS(Aggregator):
     ``(d,)`` or ``(..., d)`` matching the batch) or, when not given, from the ``aux_grad()``
     callable set at construction; without either, ValueError.
 
+    ``aux_batch``: in training, the master computes ``g`` itself on that many samples it draws each
+    step from its private seed (:mod:`codedbft.cluster.server_oracle`); unused in a direct call.
+
     State on the object: ``q`` ``(..., n)`` float64 torch tensor on the CPU (starts at ``q0``: 0 as
     in the paper, which makes the first output zero) and the step ``t``; ``state_dict()`` (copies),
     ``load_state_dict()`` (into this object), ``reset()``.
@@ -49,8 +52,12 @@ class ByGARS(Aggregator):
         decay: float = 0.0,
         q0: float = 0.0,
         aux_grad: Callable[[], Any] | None = None,
+        aux_batch: int = 64,
     ) -> None:
         super().__init__(f)
+        if int(aux_batch) < 1:
+            raise ValueError(f"bygars needs aux_batch >= 1, got {aux_batch}")
+        self.aux_batch = int(aux_batch)  # read by the training runtime (codedbft.cluster.server_oracle)
         if alpha <= 0 or alpha > 1 or decay < 0:
             raise ValueError("bygars needs 0 < alpha <= 1 and decay >= 0")
         self.alpha, self.decay, self.q0, self.aux_grad = float(alpha), float(decay), float(q0), aux_grad

@@ -38,6 +38,8 @@ class Zeno(Aggregator):
         rho: the weight of the ``|x_i|^2`` penalty.
         params: the current flat parameters ``w`` (numpy or torch), ``(d,)`` or ``(..., d)``
             matching the batch.
+        aux_batch: in training, the master's fresh batch per step has that many samples, drawn from
+            its private seed (:mod:`codedbft.cluster.server_oracle`); unused in a direct call.
 
     Call: ``agg(x, params=w, loss=oracle)``; each call argument, when given, takes precedence over
     the constructor's for that call only. Without a loss oracle or parameters from either,
@@ -54,8 +56,12 @@ class Zeno(Aggregator):
         lr: float = 0.1,
         rho: float = 1e-3,
         params: Any = None,
+        aux_batch: int = 64,
     ) -> None:
         super().__init__(f)
+        if int(aux_batch) < 1:
+            raise ValueError(f"zeno needs aux_batch >= 1, got {aux_batch}")
+        self.aux_batch = int(aux_batch)  # read by the training runtime (codedbft.cluster.server_oracle)
         self.loss, self.lr, self.rho, self.params = loss, float(lr), float(rho), params
 
     def min_n(self) -> int:

@@ -53,6 +53,24 @@ def _placement(config: RunConfig, scheme: Scheme) -> Any:
                              ids=config.placement_ids, seed=config.seed, redraw=config.redraw)
 
 
+def _server_oracle(scheme: Scheme, core: WorkerCore, secret: int) -> Any:
+    """The :class:`ServerOracle` of a rule that takes per-call arguments, or None; ValueError where the
+    scheme's rule runs on decoded values the master cannot score (only vanilla passes the context)."""
+    from codedbft.cluster.server_oracle import ServerOracle, rule_call_args
+
+    rule = scheme.aggregator
+    inner = getattr(rule, "outer", None) or getattr(rule, "rule", None) or rule
+    needs = rule_call_args(rule) or rule_call_args(inner)
+    if not needs:
+        return None
+    if scheme.name != "vanilla":
+        raise ValueError(f"{getattr(inner, 'name', type(inner).__name__)} needs the server's data per step "
+                         f"({', '.join(needs)}), which only the vanilla scheme passes to its rule; "
+                         f"use --scheme vanilla or another rule with {scheme.name}")
+    batch = getattr(rule, "aux_batch", None) or getattr(inner, "aux_batch", 64)
+    return ServerOracle(core, needs, secret, batch)
+
+
 @SETTINGS.register("master", help="one trusted master, coded workers (DRACO, DETOX, ByzShield, RRR, data encoding)")
 class Master(Trainer):
     """Runs training for a :class:`RunConfig` on a backend (see the module docstring).
@@ -100,6 +118,7 @@ class Master(Trainer):
             self.adversary.check(config.byzantine)  # an attack that can never run is a configuration error
             self._give_defence(self.adversary.attack)
         self.placement = _placement(config, self.scheme) if config.byzantine > 0 else None
+        self.oracle = _server_oracle(self.scheme, self.core, config.secret)
         self.w = self.core.model.init_params()
         self.optimizer = make_optimizer(config.optimizer, config.lr, momentum=config.momentum,
                                         weight_decay=config.weight_decay, schedule=config.lr_schedule,
@@ -166,6 +185,7 @@ class Master(Trainer):
         t = self.step_idx
         coalition = self._coalition(t)
         handle, timings = self._broadcast(t0)
+        self._server_context(t, timings)
         result, rounds, erasures = self._protocol_rounds(t, handle, coalition, timings)
         skipped = self._apply(result, timings)
         timings["step_ms"] = (time.perf_counter() - t0) * 1e3
@@ -187,6 +207,13 @@ class Master(Trainer):
         """Broadcast: the model goes out once per step (``ray.put`` once, never once per worker)."""
         handle = self.backend.broadcast(self.w)
         return handle, {"broadcast_ms": (time.perf_counter() - t0) * 1e3}
+
+    def _server_context(self, t: int, timings: dict[str, float]) -> None:
+        """Server data: a rule that needs the master's own batch (ByGARS++, Zeno) gets it for this step."""
+        if self.oracle is not None:
+            t_srv = time.perf_counter()
+            self.scheme.call_context = self.oracle.context(self.w, t)
+            timings["server_ms"] = (time.perf_counter() - t_srv) * 1e3
 
     def _protocol_rounds(self, t: int, handle: Any, coalition: Coalition | None,
                          timings: dict[str, float]) -> tuple[SchemeResult, int, int]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Generator, Mapping, Sequence
 
 import numpy as np
@@ -184,6 +185,9 @@ class Scheme:
     aggregator: Any = None
     #: the runtime may stop asking a worker isolated after repeated flags (treated as an erasure).
     supports_isolation: bool = True
+    #: this step's per-call arguments of the rule (ByGARS++'s auxiliary gradient, Zeno's loss oracle),
+    #: set by the master before each step (:mod:`codedbft.cluster.server_oracle`); replaced, never mutated
+    call_context: Mapping[str, Any] = MappingProxyType({})
 
     @property
     def assignment(self) -> tuple[tuple[int, ...], ...]:

@@ -81,7 +81,7 @@ class VanillaScheme(Scheme):
         x = messages if present.size == self.n else messages[torch.from_numpy(present)]
         info: dict[str, Any] = {}
         try:
-            grad = self.aggregator(x)
+            grad = self.aggregator(x, **self.call_context)
         except ValueError as err:  # too few rows left for the rule's bound
             grad = messages.new_zeros(messages.shape[1:])
             info["skipped"] = str(err)
