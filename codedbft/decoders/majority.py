@@ -18,12 +18,19 @@ Honest copies are bitwise identical when the computation is deterministic, so th
    back to clustering with a RELATIVE tolerance, ``‖m_a − m_b‖ ≤ rtol · max(‖m_a‖, ‖m_b‖)``. An
    absolute tolerance (one published implementation used 10) silently accepts real attacks.
 
-Cost: about one pass over the messages plus a gather of the g winning rows; no cryptographic hash
-(blake2b over 360 MB costs about 10x a sum).
+Cost: one pass over the messages; no cryptographic hash (blake2b over 360 MB costs about 10x a
+sum). On the CPU, for unbatched float32/float64 contiguous groups (what :class:`MajorityDecoder`
+decodes), the confirmation and the sum of the candidates run fused, column chunk by column chunk
+(each candidate chunk is compared and added while in L2), with libc ``memcmp`` for the bytewise
+test; a member that already differed is not read again. Measured at n = 45, r = 3, d = 1e6
+float32 (issue 14, one thread, in units of ``messages.sum(0)``): per-row ``np.array_equal`` and a
+separate gather-and-add of the winners cost 1.5-1.8; the fused pass ~1.0-1.1, clean or attacked.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 from typing import Any, Sequence
 
@@ -34,6 +41,9 @@ from codedbft._arrays import as_torch, missing_mask
 from codedbft.decoders.base import DecodeResult
 
 _FINGERPRINT_COORDS = 64
+#: Columns per chunk of the fused confirm-and-sum pass: a 256 KiB float32 candidate chunk stays in
+#: L2 while the group's members are compared with it and it is added to the sum.
+_FUSED_COLS = 1 << 16
 _INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -56,8 +66,10 @@ class VoteResult:
             batch items (see the vocabulary in :mod:`codedbft.decoders.base`).
     """
 
-    def __init__(self, rows, flat_win, shape, kind, decided, winners, agree, tolerance, flagged, info):
+    def __init__(self, rows, flat_win, shape, kind, decided, winners, agree, tolerance, flagged, info,
+                 fused_sum=None):
         self._rows = rows  # (groups*r, d) view of the grouped messages
+        self._fused_sum = fused_sum  # value_sum() computed during the confirm pass (winners unchanged)
         self._flat_win = flat_win
         self._shape = shape
         self._kind = kind
@@ -82,6 +94,8 @@ class VoteResult:
         Accumulates the winning rows in group order (reproducible bit for bit); for unbatched input
         this is the sum of partition gradients a repetition decoder returns.
         """
+        if self._fused_sum is not None:
+            return self._fused_sum
         idx = self._flat_win.reshape(*self._shape[:-2], -1)
         if idx.ndim > 1:
             return self.values.sum(-2) if self._kind.torch else torch.from_numpy(self.values).sum(-2)
@@ -141,6 +155,59 @@ def _confirm(bits: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).reshape(*lead_g, r)
 
 
+def _load_memcmp():
+    """libc ``memcmp`` (SIMD, stops at the first differing byte), or None where it is not found."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        f = lib.memcmp
+    except (OSError, AttributeError):  # pragma: no cover - non-POSIX without a findable libc
+        return None
+    f.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    f.restype = ctypes.c_int
+    return f
+
+
+_MEMCMP = _load_memcmp()
+
+
+def _fusable(xg: torch.Tensor) -> bool:
+    """The fused confirm-and-sum applies: CPU, unbatched (g, r, d), contiguous float32/float64."""
+    return (_MEMCMP is not None and xg.ndim == 3 and xg.device.type == "cpu"
+            and xg.dtype in (torch.float32, torch.float64) and xg.is_contiguous())
+
+
+def _confirm_and_sum(xg: torch.Tensor, cand: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(agree (g, r), Σ_g candidate values (d,))`` in one chunked pass over ``xg (g, r, d)``.
+
+    ``agree`` is :func:`_confirm`'s result wherever a member is present (an absent one is never
+    read; the caller masks it). The sum adds the candidates' rows in group order, as
+    :meth:`VoteResult.value_sum` does, so it is the same bits. A member that differed in an earlier
+    chunk is skipped: a liar's row costs at most one chunk.
+    """
+    x = xg.numpy()
+    g, r, d = x.shape
+    cands = cand.tolist()
+    live = present.numpy().copy()
+    out = np.empty(d, dtype=x.dtype)
+    base, row = x.ctypes.data, d * x.itemsize  # raw addresses: ndarray.ctypes per chunk cost 10 µs
+    for a in range(0, d, _FUSED_COLS):
+        b = min(a + _FUSED_COLS, d)
+        nbytes, off = (b - a) * x.itemsize, a * x.itemsize
+        o = out[a:b]
+        for gi, c in enumerate(cands):
+            rp = base + (gi * r + c) * row + off
+            for j in range(r):
+                if j != c and live[gi, j] and _MEMCMP(base + (gi * r + j) * row + off, rp, nbytes):
+                    live[gi, j] = False
+            ref = x[gi, c, a:b]
+            if gi == 0:
+                o[...] = ref
+            else:
+                np.add(o, ref, out=o)
+    live[np.arange(g), cands] = True
+    return torch.from_numpy(live), torch.from_numpy(out)
+
+
 def _slow_group(rows: torch.Tensor, present: torch.Tensor, rtol: float) -> tuple[int, torch.Tensor, bool, bool]:
     """Exact vote for one group ``rows (r, d)``: (winner, agree (r,), decided, by_tolerance)."""
     b = _bits(rows).cpu().numpy()
@@ -196,6 +263,7 @@ def majority_vote(
     missing: Any = None,
     rtol: float = 1e-5,
     generator: torch.Generator | None = None,
+    fuse_sum: bool = False,
 ) -> VoteResult:
     """Vote inside groups of rows that should hold identical values.
 
@@ -207,6 +275,8 @@ def majority_vote(
         rtol: relative tolerance of the fallback clustering (float32 non-determinism: ~1e-5).
         generator: private randomness for fingerprints (default: fresh from OS entropy, so workers
             cannot predict the sampled coordinates).
+        fuse_sum: also compute :meth:`VoteResult.value_sum` during the confirmation pass where the
+            fused CPU path applies (see the module docstring); same bits, one pass fewer.
 
     A group is decided when more than half of its *present* members agree: with e errors and m
     erasures in a group of r, that holds when 2e + m < r (for r = 2s+1: 2e + m <= 2s).
@@ -248,12 +318,19 @@ def majority_vote(
     same = (fp[..., :, None] == fp[..., None, :]) & present[..., :, None] & present[..., None, :]
     cand = same.sum(-1).argmax(-1)  # (..., g): most common fingerprint, lowest index on ties
 
-    agree_g = _confirm(_bits(xg), cand) & present  # one pass over the messages
+    fused = None
+    if fuse_sum and _fusable(xg):
+        agree_g, fused = _confirm_and_sum(xg, cand, present)
+        agree_g &= present
+    else:
+        agree_g = _confirm(_bits(xg), cand) & present  # one pass over the messages
     n_present = present.sum(-1)
     decided = 2 * agree_g.sum(-1) > n_present
     tolerance = torch.zeros_like(decided)
 
     undecided = torch.nonzero(~decided & (n_present > 0))
+    if undecided.shape[0]:
+        fused = None  # the slow path may pick other winners: value_sum() gathers them
     for pos in undecided.tolist():
         item = tuple(pos)
         win, agr, ok, tol = _slow_group(xg[item], present[item], rtol)
@@ -291,10 +368,29 @@ def majority_vote(
         tolerance=tolerance,
         flagged=flagged,
         info=info,
+        fused_sum=fused,
     )
 
 
-def _nonfinite_count(xt: torch.Tensor, vote: VoteResult, present: torch.Tensor, total: torch.Tensor) -> int:
+def _all_finite(t: torch.Tensor) -> bool:
+    """``bool(torch.isfinite(t).all())``; on the CPU from one float64 sum when that is finite.
+
+    NaN/Inf propagate into a sum, so a finite sum proves every entry finite; only a non-finite sum
+    (a NaN, or huge finite entries overflowing) needs the exact elementwise test. Measured at
+    d = 1e6 float32: ``torch.isfinite(t).all()`` 8 ms (about a third of the whole vote), a float64
+    accumulation 1.5 ms, the sum in the row's own dtype 0.3 ms.
+    """
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
+        a = t.numpy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(a, axis=None)):
+                return True
+        return bool(np.isfinite(a).all())
+    return bool(torch.isfinite(t).all())
+
+
+def _nonfinite_count(xt: torch.Tensor, vote: VoteResult, present: torch.Tensor, total: torch.Tensor,
+                     total_finite: bool | None = None) -> int:
     """Present rows of ``xt (n, d)`` holding NaN/Inf, without another pass over the messages.
 
     A row that agrees with its group's decided value is bitwise equal to it (the tolerance fallback
@@ -306,10 +402,12 @@ def _nonfinite_count(xt: torch.Tensor, vote: VoteResult, present: torch.Tensor, 
         return 0
     odd = torch.nonzero(present & ~vote.agree).flatten()
     count = 0
-    if odd.numel():
+    if odd.numel() and xt.device.type == "cpu" and xt.ndim == 2:  # row views: no gather copy
+        count += sum(not _all_finite(xt[i]) for i in odd.tolist())
+    elif odd.numel():
         rows = xt.index_select(0, odd.to(xt.device))
         count += int((~torch.isfinite(rows)).reshape(odd.numel(), -1).any(-1).sum())
-    if not bool(torch.isfinite(total).all()):
+    if not (_all_finite(total) if total_finite is None else total_finite):
         dec = torch.nonzero(vote.decided).flatten()
         if dec.numel():
             vals = xt.index_select(0, vote.winners[dec].to(xt.device))
@@ -354,7 +452,8 @@ class MajorityDecoder:
         if xt.ndim != 2 or xt.shape[0] != self.n:
             raise ValueError(f"messages must have shape (n={self.n}, d), got {tuple(xt.shape)}")
         miss = torch.from_numpy(missing_mask(missing, self.n))
-        vote = majority_vote(xt, group_size=self.group_size, missing=miss, rtol=self.rtol, generator=self._generator)
+        vote = majority_vote(xt, group_size=self.group_size, missing=miss, rtol=self.rtol, generator=self._generator,
+                             fuse_sum=True)
         t1 = time.perf_counter()
         grad = vote.value_sum()
         t2 = time.perf_counter()
@@ -369,14 +468,15 @@ class MajorityDecoder:
             combine_ms=(t2 - t1) * 1e3,
         )
         reason = None
+        finite = _all_finite(grad)
         if undecided:
             reason = (f"{len(undecided)} of {info['groups']} groups have no strict majority of their present "
                       f"members (2e + m >= r = {self.group_size} there)")
-        elif not bool(torch.isfinite(grad).all()):  # a majority of NaN copies: beyond the guarantee, never exact
+        elif not finite:  # a majority of NaN copies: beyond the guarantee, never exact
             reason = "the voted sum is not finite (non-finite copies hold a majority of some group)"
         return DecodeResult.finish(
             kind.wrap(grad.numpy()) if not kind.torch else grad, vote.flagged, info, t0=t0,
-            erasures=int(miss.sum()), nonfinite=_nonfinite_count(xt, vote, ~miss, grad), reason=reason,
+            erasures=int(miss.sum()), nonfinite=_nonfinite_count(xt, vote, ~miss, grad, finite), reason=reason,
         )
 
 

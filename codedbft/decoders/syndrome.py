@@ -3,14 +3,15 @@
 The honest messages of every coordinate form a codeword of the real [n, n−2s] cyclic Reed–Solomon
 code of :class:`~codedbft.encoders.cyclic.CyclicMDSCode`; Byzantine workers add an error of (row)
 support e, missing workers are m erasures, and the code corrects 2e + m <= 2s (Chen et al., DRACO,
-ICML 2018, §4; docs/codes.md §2). Decoding never touches the d coordinates more than twice:
+ICML 2018, §4; docs/codes.md §2). Decoding never touches the d coordinates more than twice (see
+"Cost" below for when it touches them once):
 
 1. *project* (one O(n d) pass): ``y = M r`` for a private random vector r ∈ R^d (Gaussian, drawn by
    the master and never sent), kept as p partial projections over p groups of coordinates. For a
    fixed error row e_i, ``e_i · r`` is non-zero with probability one, so the rows in error are the
    rows in error of these scalar words. Rows whose projection is non-finite hold NaN/Inf (or
-   overflow): they are erasures, and flagged. The same pass already sums the rows with the
-   no-error weights (all ones), so a fault-free step costs one pass.
+   overflow): they are erasures, and flagged: this is the finiteness check, no pass of its own.
+   After a fault-free step the same pass also sums the rows with the no-error weights (all ones).
 2. *locate* (O(n s) scalars): the 2s syndromes ``S_l = Σ_i y_i X_i^{K+1+l}`` (X_i = ω^{−i}, the
    DFT at the parity frequencies) satisfy ``S_l = Σ_j E_j X_j^l`` over the errors j. Erasures are
    removed with Forney's modified syndromes ``T_l = Σ_k γ_k S_{l+k}`` (γ: coefficients of the
@@ -31,7 +32,7 @@ ICML 2018, §4; docs/codes.md §2). Decoding never touches the d coordinates mor
    erasure costs 1 instead of 2).
 4. *solve* (one more O(n d) pass): ``Σ_j g_j = n a_0`` is a fixed linear combination
    ``Σ_{i∈U} u_i m_i`` of the consistent rows U, with u cached per pattern. With no faults U is every
-   row and u = 1: the decode costs one projection plus one sum.
+   row and u = 1: the sum fused into the projection pass is the answer.
 
 The result is certified (``exact=True``) when every non-erased row it keeps is consistent with the
 recovered codeword and at most ⌊(2s − m)/2⌋ rows were flagged as errors: then, if the adversary
@@ -42,6 +43,20 @@ still land on another codeword (distance 2s+1): no decoder can detect that.
 
 Numerics: float64/complex128 throughout; the trigonometric basis is orthogonal on the sample
 points, and the combination vectors come from a pseudo-inverse of an (|U|, n−2s) slice of it.
+
+Cost (issue 14; n = 45, s = 5, d = 1e6 float64, one BLAS thread, in units of ``messages.sum(0)``,
+which is slower than a gemv here): a projection-only pass costs ~0.6, the projection with the sum
+fused in ~0.85, a separate combination pass ~0.6. A step that excludes rows needs the combination
+of the kept rows; the fused sum of all rows is then wasted (0.85 + 0.6 ≈ 1.7). So the sum is fused
+into the first pass only when the previous decode excluded no row: a fault-free run costs ~0.85, a
+run under a persistent attack ~1.2 (projection, then the kept rows' combination), and an adversary
+who alternates pays us at most ~1.7 (the old always-fused decoder: 2.4 under attack, with
+``np.dot``'s slow strided path). The output is the same bits either way. The alternative of the
+issue, computing the syndromes ``H M`` (2s, d) in the first pass so that any recovery combination
+is the fault-free sum plus ``λᵀ (H M)`` (it differs from it by a left-null vector of the code),
+measured 1.8x (s + 1 rows) to 3.2x (2s + 1 rows) a sum for the (k, n) @ (n, d) gemm alone:
+compute-bound on one thread, it loses to reading the stack twice. It would also cancel
+catastrophically against a 1e30 liar, which the kept-rows combination never reads.
 """
 
 from __future__ import annotations
@@ -65,7 +80,8 @@ _DEFLATE_GAP = 1e3
 _POOL_SLACK = 4096
 #: The pool is redrawn after this many decodes (drawing d Gaussians costs about half a sum).
 _POOL_REFRESH = 64
-#: Elements per column chunk of the fused first pass (a 2 MiB float64 chunk stays in cache).
+#: Elements per column chunk of every pass (a 2 MiB float64 chunk stays in L3 between the fused
+#: pass's two gemvs; 512 KiB chunks, which fit L2, measured slower: per-call and strided-row costs).
 _CHUNK_ELEMS = 1 << 18
 
 
@@ -90,21 +106,23 @@ class SyndromeDecoder:
         rtol: tolerance on the standardised relative residuals (None: 1e-11 for float64 messages,
             1e-5 for float32).
         projections: number p of coordinate groups projected separately on the private vector, in
-            the same single pass (see :meth:`_first_pass`): an error row spread over the
+            the same single pass (see :meth:`_pass`): an error row spread over the
             coordinates hides below rtol in every group with probability about (rtol/δ)^p.
         seed: seed of the private random vectors (None: OS entropy).
         cache_size: combination/interpolation matrices kept, one per row pattern.
 
     ``info``: the common keys of :mod:`codedbft.decoders.base` (``decode_ms``, ``erasures`` =
-    missing + non-finite rows, ``nonfinite``, ``reason``); the stages ``project_ms`` (the fused
-    first pass), ``locate_ms`` (residual check, locator, verification, deflation) and ``combine_ms``
+    missing + non-finite rows, ``nonfinite``, ``reason``); the stages ``project_ms`` (the first
+    pass), ``locate_ms`` (residual check, locator, verification, deflation) and ``combine_ms``
     (the second pass; about 0 when the first pass already summed the kept rows); and ``missing``,
     ``erasure_ids``, ``nonfinite_ids``, ``locator`` (``"clean"``: no row needed locating,
     ``"prony"``: the locator ran, ``"none"``: past 2s erasures), ``hankel`` (the last locator run:
     ν, |Λ(X_i)| per row, Hankel singular values, ranked suspects), ``suspects`` and ``confirmed``
     (row ids), ``residuals`` ((n,) standardised relative residual of every row, NaN for erasures),
-    ``iterations``, ``budget`` (⌊(2s−m)/2⌋, −1 past 2s erasures), ``kept``, ``passes``,
-    ``amplification``, ``projections``, ``rtol``.
+    ``iterations``, ``budget`` (⌊(2s−m)/2⌋, −1 past 2s erasures), ``kept``, ``passes`` (reads of
+    the stack: 1 when the fused sum was the answer, else 2), ``fused`` (bool: the first pass also
+    summed, because the previous decode excluded no row), ``amplification``, ``projections``,
+    ``rtol``.
     """
 
     def __init__(self, code: "CyclicMDSCode", *, rtol: float | None = None, projections: int = 4,
@@ -125,6 +143,8 @@ class SyndromeDecoder:
         self._pool_uses = 0
         self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
+        #: whether the next first pass also sums the rows (True after a step that excluded none)
+        self._fuse = True
 
     # ---------------------------------------------------------------- the two O(n d) passes
     def _random_vector(self, d: int) -> np.ndarray:
@@ -136,34 +156,44 @@ class SyndromeDecoder:
         o = int(self._rng.integers(0, self._pool.size - d + 1))
         return self._pool[o:o + d]
 
-    def _first_pass(self, M: np.ndarray, r: np.ndarray, rows: np.ndarray,
-                    u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One pass over M, column chunk by column chunk (each chunk stays in cache):
+    @staticmethod
+    def _step(n: int, d: int, p: int) -> int:
+        """Columns per chunk of every pass (shared: the sum's rounding depends on the chunking)."""
+        return max(1, min(max(1024, _CHUNK_ELEMS // max(n, 1)), -(-d // p)))
 
-        * ``y`` (n, p) float64: column j is the projection ``M[:, C_j] @ r[C_j]`` on the coordinates
-          C_j of every p-th chunk. Each is the projection of a codeword, hence a codeword, so the p
-          columns are p scalar words sharing one error support (stacked in the locator, max-ed in
-          the verification): an error row hides only if it hides in every group, for the price of a
-          single projection pass;
-        * the candidate answer ``Σ_{i∈rows} u_i m_i`` (d,) float64 with the no-error sum weights.
+    def _pass(self, M: np.ndarray, r: np.ndarray | None, rows: np.ndarray,
+              u: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """One pass over M, column chunk by column chunk: ``(y, out)``, either may be skipped (None).
 
-        Non-float64 chunks are upcast in cache. Rows outside ``rows`` (missing replies, any
-        content) are never read into the sum.
+        * ``y`` (n, p) float64 (when ``r`` is given): column j is the projection ``M[:, C_j] @ r[C_j]``
+          on the coordinates C_j of every p-th chunk. Each is the projection of a codeword, hence a
+          codeword, so the p columns are p scalar words sharing one error support (stacked in the
+          locator, max-ed in the verification): an error row hides only if it hides in every group,
+          for the price of a single projection pass. A NaN/Inf row gets a non-finite projection:
+          that is the finiteness check, no extra pass;
+        * ``out`` = ``Σ_{i∈rows} u_i m_i`` (d,) float64 (when ``u`` is given). Rows outside ``rows``
+          (missing replies, any content) are never read into it. Whether it is computed here with
+          ``y`` or in a pass of its own, the arithmetic is the same (same chunks, same gemv), so the
+          result does not depend on the fusing choice of :meth:`decode`.
+
+        Non-float64 chunks are upcast in cache. ``np.matmul``, not ``np.dot``: on a strided chunk
+        ``np.dot`` measured 1.1 sums per pass, ``np.matmul`` 0.65 (same gemv kernel, same bits).
         """
         n, d = M.shape
         p = self.projections
-        y = np.zeros((n, p))
-        out = np.empty(d)
+        y = None if r is None else np.zeros((n, p))
+        out = None if u is None else np.empty(d)
         idx = None if rows.all() else np.flatnonzero(rows)
-        step = max(1, min(max(1024, _CHUNK_ELEMS // max(n, 1)), -(-d // p)))
+        step = self._step(n, d, p)
         with np.errstate(over="ignore", invalid="ignore"):
             for c, a in enumerate(range(0, d, step)):
-                b = min(a + step, d)
-                chunk = M[:, a:b]
+                chunk = M[:, a:a + step]
                 if chunk.dtype != np.float64:
                     chunk = chunk.astype(np.float64)
-                y[:, c % p] += chunk @ r[a:b]
-                np.dot(u, chunk if idx is None else chunk[idx], out=out[a:b])
+                if y is not None:
+                    y[:, c % p] += chunk @ r[a:a + step]
+                if out is not None:
+                    np.matmul(u, chunk if idx is None else chunk[idx], out=out[a:a + step])
         return y, out
 
     @staticmethod
@@ -313,9 +343,10 @@ class SyndromeDecoder:
         rtol = self.rtol if self.rtol is not None else _default_rtol(arr.dtype)
         miss = missing_mask(missing, n)
 
-        # no-error sum weights over the present rows (all ones when nobody is missing)
+        # Fuse the no-error sum into the projection pass only when the last step needed no
+        # exclusion (see the module docstring, "Cost"): the output never depends on this choice.
         _, u0, _, _ = self._solver(~miss)
-        y, g0 = self._first_pass(M, self._random_vector(M.shape[1]), ~miss, u0)
+        y, g0 = self._pass(M, self._random_vector(M.shape[1]), ~miss, u0 if self._fuse else None)
         t1 = time.perf_counter()
         unreadable = ~np.isfinite(y).all(axis=1)  # holds NaN/Inf (or overflows): never multiply by 0
         nonfinite = unreadable & ~miss  # a missing row's content is irrelevant: not flagged
@@ -351,11 +382,13 @@ class SyndromeDecoder:
         t2 = time.perf_counter()
 
         _, u, _, _ = self._solver(keep)
-        passes = 1
-        if np.array_equal(keep, ~miss):
-            grad = g0  # the fused first pass already summed exactly these rows
+        clean = bool(np.array_equal(keep, ~miss))
+        passes = 1 if clean and g0 is not None else 2
+        info["fused"] = g0 is not None
+        self._fuse = clean
+        if clean:  # the no-error weights (all ones when nobody is missing)
+            grad = g0 if g0 is not None else self._pass(M, None, keep, u)[1]
         else:
-            passes = 2
             # excluded rows are safe to multiply by 0 unless their projection was non-finite
             safe = not unreadable[~keep].any()
             grad = self._combine(M, u, keep, safe)
