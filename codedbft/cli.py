@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: modules that add a subcommand: ``add_parser(subparsers)`` sets ``handler(args) -> exit code``
-SUBCOMMANDS = ("codedbft.sweep.cli", "codedbft.inspection")
+SUBCOMMANDS = ("codedbft.sweep.cli", "codedbft.inspection", "codedbft.reproduce.cli")
 
 
 def _version() -> str:
