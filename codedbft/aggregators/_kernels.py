@@ -5,7 +5,9 @@
   or mean of the k values closest to a centre). Measured on (25, 1e6) float32, one thread:
   ``torch.sort(dim=0)`` 1.0 s, ``torch.kthvalue`` 0.8 s, ``torch.median`` 0.65 s, ``np.median``
   0.5 s, ``np.sort(axis=0)`` 0.13 s; the network kernel is several times faster than the best of
-  those (see benchmarks/bench_aggregators.py).
+  those (see benchmarks/bench_aggregators.py). The trimmed mean (f >= 1, n f <= 128, >= 2^16
+  columns) takes a kernel generated per (n, f) and unrolled over the rows instead: ~1.5x a pass
+  over x where the network costs ~8x (``_numba_kernels.trim_unrolled``).
 * ``centered_gram``: the Gram matrix of the rows centred on one row, accumulated in float64 from
   float32/float64 input in one pass (products of float32 values are exact in float64, and centring
   removes the cancellation of ``|a|^2 + |b|^2 - 2 a.b`` for large, nearly identical vectors).
@@ -13,6 +15,7 @@
 
 numba compiles each kernel once per machine (``cache=True``); a tensor on another device, of
 another dtype, or with numba unavailable or disabled (``set_backend("torch")``) takes the torch path.
+Kernels run on ``torch.get_num_threads()`` threads, read before numba's pool starts (``_threads``).
 """
 
 from __future__ import annotations
@@ -60,10 +63,23 @@ def use_numba(x: torch.Tensor) -> bool:
     )
 
 
-def _threads() -> None:
+def _threads() -> int:
+    """Give numba kernels ``torch.get_num_threads()`` threads (capped at numba's pool) and return it.
+
+    The first ``numba.set_num_threads`` starts numba's OpenMP pool, which resets the process-wide
+    OpenMP thread count that torch reads: after it, ``torch.get_num_threads()`` said 2 on a 2-core
+    host although the caller had set 1, so every later kernel (and torch op) ran on 2 threads, and
+    timings doubled when another process loaded the second core (trimmed mean 66 -> 212 ms on
+    (25, 1e6) float32). The caller's count is therefore read first and restored afterwards.
+    """
     import numba
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    t = torch.get_num_threads()
+    nt = max(1, min(t, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(nt)
+    if torch.get_num_threads() != t:
+        torch.set_num_threads(t)
+    return nt
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,6 +110,17 @@ def sorting_network(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 MODES = {"median": 0, "trimmed": 1, "phocas": 2, "meamed": 3}
+#: the unrolled trimmed-mean kernel (``_numba_kernels.trim_unrolled``) is generated per (n, f): its
+#: source has ~2nf compare-exchanges, and compiling it costs ~10 s at n f = 75 (once per machine,
+#: then cached), so it is used only up to this n f and from this many columns B d on (below it the
+#: network kernel, compiled once for every n, is fast enough: <= 2 ms)
+TRIM_UNROLL_MAX_NF = 128
+TRIM_UNROLL_MIN_COLS = 1 << 16
+
+
+def use_unrolled_trim(n: int, f: int, cols: int) -> bool:
+    """Whether ``coord_reduce(mode="trimmed")`` takes the unrolled kernel for n rows, f, B d columns."""
+    return 1 <= f and n * f <= TRIM_UNROLL_MAX_NF and cols >= TRIM_UNROLL_MIN_COLS
 
 
 def coord_reduce(x3: torch.Tensor, mode: str, f: int = 0, k: int = 0) -> torch.Tensor:
@@ -104,6 +131,11 @@ def coord_reduce(x3: torch.Tensor, mode: str, f: int = 0, k: int = 0) -> torch.T
     trimmed mean / the median, distances |x - c| in float64, ties to the lower row index.
     """
     n = x3.shape[-2]
+    if mode == "trimmed" and use_numba(x3) and use_unrolled_trim(n, f, x3.shape[0] * x3.shape[2]):
+        _threads()
+        out = np.empty((x3.shape[0], x3.shape[2]), dtype=x3.numpy().dtype)
+        _numba().trim_unrolled(n, f)(x3.numpy(), out)
+        return torch.from_numpy(out)
     if use_numba(x3) and n <= NETWORK_MAX_N:
         _threads()
         lo, hi = sorting_network(n)

@@ -4,6 +4,12 @@ Clipping each input's deviation from a centre bounds what any one input can move
 ``tau / n`` per iteration, whatever it sends; starting from the previous step's output keeps the
 centre close to the honest inputs, which is why a single iteration works in the paper's
 experiments. Definition: docs/aggregators.md.
+
+Cost per iteration: two passes over x on CPU (``_kernels.clip_step``: the float64 norms
+``|x_i - v|``, then ``v + (1/n) sum_i min(1, tau/|x_i - v|) (x_i - v)`` four rows per sweep), no
+(n, d) temporary. Measured (25, 1e6) float32, one thread, shared 2-core host (see coordinate.py for
+the conditions): 35 ms a call, 2.8x ByzFL 0.0.11 and 14x ByzPy 0.1.4 (before: 1.6x ByzFL, with the
+second pass at 2x the first); a third pass, the non-finite guard of ``base.prepare_stack``, is ~1/4.
 """
 
 from __future__ import annotations
