@@ -281,6 +281,9 @@ def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     where = master.rundir.root if master.rundir is not None else "the run directory"
     try:
         summary = master.run(progress=not args.no_progress)
+    except ConnectionError as err:  # --address names no reachable cluster (checked before ray.init)
+        print(f"codedbft train: {err}", file=sys.stderr)
+        return 2
     except RunInterrupted as err:  # a second signal during the clean-up of an interrupted run
         print(f"codedbft train: {err}; the last complete checkpoint in {where} is kept", file=sys.stderr)
         return 128 + err.signum

@@ -266,6 +266,8 @@ class Trainer:
         codedbft version wrote raises ValueError naming the difference (:func:`check_compatible`: the
         keys outside :data:`RESULT_NEUTRAL_KEYS` must be equal).
         """
+        if isinstance(backend, str):  # the `backend` configuration key (`--resume DIR --backend local`)
+            overrides["backend"], backend = backend, None
         objects = {k: overrides.pop(k) for k in ("model", "dataset", "scheme")
                    if k in overrides and not isinstance(overrides[k], str)}
         rd = RunDir(run_dir)

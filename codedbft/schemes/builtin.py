@@ -103,7 +103,10 @@ class DracoScheme(Scheme):
         if cyclic:
             from codedbft.encoders import CyclicMDSCode
 
-            self.code = CyclicMDSCode(config.workers, s)
+            # the decoder's projections from the master's secret: a run is reproducible (with fewer
+            # liars than s the decoder also leaves out honest suspects, which changes the rounding of the
+            # sum), and a deployment that sets --master-seed keeps them from every worker
+            self.code = CyclicMDSCode(config.workers, s, seed=int(config.params.get("secret", config.params.get("seed", 0))))
         else:
             from codedbft.encoders import RepetitionCode
 
