@@ -49,6 +49,7 @@ class ActorGroupImpl:
         self.spec = spec
         self.dedup = dedup
         self.engine: Any = None
+        self.faults: dict[int, tuple[str, float]] = {}
 
     def setup(self, dataset: Any = None, programs: dict[int, Any] | None = None) -> int:
         """Build the engine on ``dataset`` (None: rebuilt from the spec) with the hosted workers'
@@ -72,10 +73,28 @@ class ActorGroupImpl:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node id this actor runs on (placement checks: actors spread over nodes)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def arm(self, faults: dict[int, tuple[str, float]]) -> int:
+        """Fault injection (chaos tests and drills): ``{step: ("exit", code)}`` ends this process with
+        ``os._exit(code)`` when its share of that step arrives, before it replies (a crash inside the
+        actor: Ray restarts it); ``{step: ("delay", seconds)}`` sleeps that long before replying (a
+        straggler past the master's deadline). Each fault fires once; a restarted actor starts
+        unarmed (the constructor does not see them). Returns this process id."""
+        self.faults.update({int(t): (str(kind), float(arg)) for t, (kind, arg) in faults.items()})
+        return os.getpid()
+
     def run(self, order: Any, w: Any, payload: Any, poisoned: Sequence[int]) -> tuple[np.ndarray, float] | str:
         """The hosted workers' honest (or data-poisoned) replies to their share ``order`` of a round,
         ``(W_a, *shape)`` in the share's worker order, and this actor's compute time (ms);
         :data:`NEEDS_SETUP` after a restart."""
+        fault = self.faults.pop(int(order.step), None) if self.faults else None
+        if fault is not None and fault[0] == "exit":
+            os._exit(int(fault[1]))
         if self.engine is None:
             return NEEDS_SETUP
         t0 = time.perf_counter()
@@ -87,6 +106,8 @@ class ActorGroupImpl:
         factor = self._straggle_factor(order)
         if factor > 1.0:
             time.sleep(ms * (factor - 1.0) / 1e3)
+        if fault is not None and fault[0] == "delay":
+            time.sleep(fault[1])
         return out.stack.numpy(), ms * factor
 
     def _straggle_factor(self, order: Any) -> float:

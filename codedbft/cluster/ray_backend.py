@@ -9,8 +9,10 @@
 * ``ray.init`` is called by the program itself on an embedded local instance
   (``include_dashboard=False``, ``RAY_USAGE_STATS_ENABLED=0``) unless ``address`` names an existing
   cluster; when Ray is already initialised (tests share one session) it is reused and left running.
-* Actors are created with ``num_cpus`` (default 0.1, so 15 workers fit on 2 cores) and
-  ``max_restarts``; a dead actor is restarted by Ray and its replies meanwhile are erasures.
+* Actors are created with ``num_cpus`` (default 0.1, so 15 workers fit on 2 cores),
+  ``max_restarts`` and the ``"SPREAD"`` scheduling strategy (on a cluster of several nodes the
+  actors land on different nodes, as resources allow; a restart is placed among the nodes left); a
+  dead actor is restarted by Ray and its replies meanwhile are erasures.
 * Replies are collected with one deadline per step (``ray.wait``); a late reply is an erasure and is
   never read. They are returned in the order's worker order, whatever the arrival order.
 * Byzantine actors forge inside the actor, through the shared forging round
@@ -40,6 +42,51 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_RAY_HOST = "127.0.0.1"
 
 
+#: how long a named cluster's address may refuse connections before ``init_ray`` gives up (``ray.init``
+#: itself retries for minutes against an address where nothing listens)
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _recorded_address() -> str | None:
+    """The head address ``ray start`` recorded on this machine (what ``address="auto"`` joins), if any."""
+    import tempfile
+
+    for root in {"/tmp", tempfile.gettempdir()}:
+        try:
+            text = open(os.path.join(root, "ray", "ray_current_cluster")).read().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return None
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """ConnectionError naming ``address`` ("host:port", or "auto" through the recorded head) when nothing
+    accepts a TCP connection there within ``timeout_s``; a ``ray://`` client address is Ray's to check."""
+    import socket
+
+    target = _recorded_address() if address == "auto" else address
+    if not target or target.startswith("ray://") or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        port_no = int(port)
+    except ValueError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), port_no), timeout=min(2.0, timeout_s)):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                named = f"{address!r} ({target})" if target != address else repr(address)
+                raise ConnectionError(f"no Ray cluster reachable at {named} within {timeout_s:g} s ({err}); "
+                                      "start its head (ray start --head) or check --address") from None
+            time.sleep(0.5)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, host: str | None = None) -> bool:
     """Start (or connect to) Ray unless it is up; returns True when this call started it.
 
@@ -47,7 +94,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, host: str 
     the user named a cluster in ``RAY_ADDRESS``. Plain ``ray.init()`` would instead connect to the
     last cluster ``ray start`` recorded in /tmp/ray/ray_current_cluster, even a dead one.
     ``"auto"`` joins the cluster running on this node; ``"ray://host:10001"`` or ``"host:port"``
-    a remote one. An embedded instance binds every port to ``host`` (default
+    a remote one. A ``"host:port"`` (or the head ``"auto"`` finds recorded) where nothing accepts a
+    connection within :data:`CONNECT_TIMEOUT_S` raises ConnectionError naming it (:func:`check_reachable`). An embedded instance binds every port to ``host`` (default
     :data:`DEFAULT_RAY_HOST`, loopback; ``--ray-host`` changes it); a cluster's exposure is the
     cluster's own (``ray start --node-ip-address``).
     """
@@ -62,6 +110,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, host: str 
     if address == "local":
         kw["num_cpus"] = num_cpus or os.cpu_count() or 2
         kw["_node_ip_address"] = host or DEFAULT_RAY_HOST
+    else:  # a named cluster: fail in seconds, naming it, where ray.init would retry for minutes
+        check_reachable(address)
     ray.init(address=address, **kw)
     return True
 
@@ -127,7 +177,11 @@ class RayBackend:
         self.groups = spread(n, self._actor_count(n))
         self._actor_of = {w: a for a, g in enumerate(self.groups) for w in g}
         cls = ray.remote(ActorGroupImpl)
-        opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
+        # SPREAD: on a cluster of several nodes the actors land on different nodes (best effort, as
+        # resources allow), so a lost node costs the code as few workers as it can; a restarted actor
+        # is placed the same way among the nodes left. On one node it changes nothing.
+        opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0,
+                    scheduling_strategy="SPREAD")
         # The dataset and programs go by a method call, never the constructor: a constructor argument
         # in the object store is what a restart would need again (Ray logs an error for it).
         self._data_ref = ray.put(dataset) if dataset is not None else None
@@ -138,13 +192,20 @@ class RayBackend:
     def pids(self, wait_s: float = 60.0) -> list[int]:
         """OS process id of each *worker*'s actor, by worker id (fault-injection tests kill one:
         every worker that actor hosts is then lost); waits up to ``wait_s`` for restarting actors."""
+        per_actor = self._ask_actors("pid", wait_s)
+        return [per_actor[self._actor_of[w]] for w in range(len(self._actor_of))]
+
+    def nodes(self, wait_s: float = 60.0) -> list[str]:
+        """The Ray node id of each *actor* (placement checks); waits like :meth:`pids`."""
+        return self._ask_actors("node", wait_s)
+
+    def _ask_actors(self, method: str, wait_s: float) -> list[Any]:
         import ray
 
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                per_actor = ray.get([a.pid.remote() for a in self.actors])
-                return [per_actor[self._actor_of[w]] for w in range(len(self._actor_of))]
+                return ray.get([getattr(a, method).remote() for a in self.actors])
             except ray.exceptions.ActorUnavailableError:  # restarting: ask again
                 if time.monotonic() > deadline:
                     raise
