@@ -61,6 +61,10 @@ def test_a_failing_claim_is_a_row_and_the_next_one_still_runs(tmp_path):
         CLAIMS.unregister("zz-boom")
         CLAIMS.unregister("zz-missing")
     assert [r.verdict for r in got] == [ERROR, MISSING, HOLDS]
+    # a later reproduction of one claim into the same OUT keeps the other rows of the table
+    reproduce(["byzshield-table4"], quick=True, out=tmp_path, progress=False)
+    rows = json.loads((tmp_path / "reproduce.json").read_text())["claims"]
+    assert [r["claim"] for r in rows] == ["byzshield-table3", "byzshield-table4"]
     assert "the experiment broke" in got[0].ours and "a GPU" in got[1].ours
     assert "Traceback" in (tmp_path / "zz-boom" / "error.txt").read_text()
 

@@ -66,6 +66,7 @@ def reproduce(names: Sequence[str] = (), quick: bool = False, out: str | Path = 
     claims = select(names)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_rows(root, quick)  # rows of the claims not rerun now stay in the table
     results: list[ClaimResult] = []
     for claim in claims:
         if progress:
@@ -74,8 +75,25 @@ def reproduce(names: Sequence[str] = (), quick: bool = False, out: str | Path = 
         if progress:
             r = results[-1]
             print(f"    -> {r.verdict} ({r.wall_s:.0f} s): {r.ours}", flush=True)
-        write(results, root, quick)
+        earlier[results[-1].claim] = results[-1]
+        write([earlier[n] for n in CLAIMS.available() if n in earlier], root, quick)
     return results
+
+
+def _earlier_rows(root: Path, quick: bool) -> dict[str, ClaimResult]:
+    """The rows a previous reproduction of the same size (``--quick`` or not) wrote into ``root``."""
+    try:
+        meta = json.loads((root / "reproduce.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if meta.get("quick") != quick:
+        return {}
+    fields = set(ClaimResult.__dataclass_fields__)
+    rows = {}
+    for row in meta.get("claims", []):
+        if isinstance(row, dict) and fields <= set(row) and row.get("claim") in CLAIMS:
+            rows[row["claim"]] = ClaimResult(**{k: row[k] for k in fields})
+    return rows
 
 
 def write(results: Sequence[ClaimResult], root: Path, quick: bool) -> None:

@@ -32,9 +32,11 @@ def ubar_convergence(ctx: Context) -> Outcome:
     tol = 0.05
     converged = {r: all(x["worst"] >= base - tol for x in runs if x["rule"] == r) for r in rules}
     worst = {r: min(x["worst"] for x in runs if x["rule"] == r) for r in rules}
+    misses = [f"{x['attack']} at {x['ratio']}: {x['worst']:.3f}" for x in runs
+              if x["rule"] == "ubar" and x["worst"] < base - tol]
     ours = (f"{benign} benign nodes, {steps} steps, attack-free worst {base:.3f}; lowest worst-benign accuracy "
             "over attacks and ratios: " + ", ".join(f"{r} {worst[r]:.3f}" for r in rules)
-            + f" (converged = within {tol} of attack-free)")
+            + f" (converged = within {tol} of attack-free); UBAR misses: {'; '.join(misses) or 'none'}")
     only_ubar = converged["ubar"] and not any(v for r, v in converged.items() if r != "ubar")
     return Outcome(ours, verdict(only_ubar, converged["ubar"]), {"attack_free_worst": base, "worst": worst,
                                                                  "converged": converged})
