@@ -19,6 +19,7 @@ from codedbft.encoders.ramanujan import (
     worker_file_matrix,
 )
 from codedbft.schemes.registry import build_scheme
+from test_byzshield import corrupted_files  # the same plain-Python reference count
 
 # ByzShield (MLSys 2021) Table 4: Ramanujan Case 2, m = s = 5 (K = 25 workers, 25 files, r = 5),
 # files an optimal q-attack corrupts for q = 3..7 (eps_hat = 0.04, 0.04, 0.08, 0.16, 0.20).
@@ -33,12 +34,6 @@ def code55() -> ByzShieldCode:
     return ByzShieldCode(5, 5, assignment="ramanujan")
 
 
-def corrupted_files(assignment, k: int, workers, threshold: int) -> int:
-    copies = [0] * k
-    for w in workers:
-        for x in assignment[w]:
-            copies[x] += 1
-    return sum(c >= threshold for c in copies)
 
 
 # ---- the paper's table ---------------------------------------------------------------------------
