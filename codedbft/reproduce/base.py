@@ -112,7 +112,7 @@ def train(ctx: Context, name: str, **config: Any) -> dict[str, Any]:
     from codedbft.sweep.runner import execute_run
 
     cfg = RunConfig(**config).to_dict()
-    run_dir = ctx.path("runs", name, "x").parent
+    run_dir = ctx.out / "runs" / name  # execute_run creates it (and empties a stale one)
     status = execute_run(cfg, str(run_dir))
     if status["status"] != "done":
         raise RuntimeError(f"run {name} failed: {status.get('error')}")
