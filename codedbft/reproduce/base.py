@@ -58,6 +58,12 @@ class Context:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    def write_json(self, name: str, obj: Any) -> None:
+        """A claim's own measurements as ``out/name`` (atomically, like every run file)."""
+        from codedbft.cluster.rundir import atomic_write_json
+
+        atomic_write_json(self.path(name), obj)
+
 
 @dataclass(frozen=True)
 class Claim:

@@ -19,7 +19,7 @@ def byzsgd_servers(ctx: Context) -> Outcome:
     bench = benchmark("bench_decentralized")
     steps = 30 if ctx.quick else 100
     runs = bench.byzsgd_runs(steps)
-    ctx.path("byzsgd.json").write_text(__import__("json").dumps(runs, indent=1))
+    ctx.write_json("byzsgd.json", runs)
     clean = next(r for r in runs if r["byzantine_servers"] == 0)
     hit = [r for r in runs if r["byzantine_servers"] == 1 and r["contraction_every"] > 0]
     no_dmc = next(r for r in runs if r["byzantine_servers"] == 1 and r["contraction_every"] == 0)

@@ -56,7 +56,7 @@ def draco_identical(ctx: Context) -> Outcome:
 def draco_speed(ctx: Context) -> Outcome:
     bench = benchmark("bench_draco_vs_median")
     rows = bench.measure(steps=60 if ctx.quick else 300, target=0.9, progress=ctx.progress)
-    ctx.path("draco_vs_median.json").write_text(__import__("json").dumps(rows, indent=1))
+    ctx.write_json("draco_vs_median.json", rows)
     ttt = {r["defence"]: r["time_to_target_s"] for r in rows}
     draco = min((v for k, v in ttt.items() if k.startswith("draco") and v is not None), default=None)
     ratios = {k: (v / draco if v is not None and draco else None) for k, v in ttt.items() if not k.startswith("draco")}

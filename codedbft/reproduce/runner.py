@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from codedbft.cluster.rundir import atomic_write_bytes, atomic_write_json
 from codedbft.reproduce.base import CLAIMS, ERROR, MISSING, Claim, Context
 
 
@@ -99,9 +100,10 @@ def _earlier_rows(root: Path, quick: bool) -> dict[str, ClaimResult]:
 def write(results: Sequence[ClaimResult], root: Path, quick: bool) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = {"date": stamp, "quick": quick, "claims": [asdict(r) for r in results]}
-    (root / "reproduce.json").write_text(json.dumps(meta, indent=1))
-    (root / "reproduce.md").write_text(f"codedbft reproduce{' --quick' if quick else ''}, {stamp}\n\n"
-                                       + markdown_table(results) + "\n")
+    # atomic: an interrupted reproduction keeps the previous table whole (what _earlier_rows reads)
+    atomic_write_json(root / "reproduce.json", meta)
+    atomic_write_bytes(root / "reproduce.md", (f"codedbft reproduce{' --quick' if quick else ''}, {stamp}\n\n"
+                                               + markdown_table(results) + "\n").encode())
 
 
 def markdown_table(results: Sequence[ClaimResult]) -> str:

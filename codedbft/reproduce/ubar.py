@@ -28,7 +28,7 @@ def ubar_convergence(ctx: Context) -> Outcome:
     ratios = (0.3, 0.5) if ctx.quick else (0.1, 0.3, 0.5)
     base = bench.ubar_run("average", "gaussian", 0.0, benign, steps, 0)["worst"]
     runs = [bench.ubar_run(r, a, q, benign, steps, 0) for r in rules for a in attacks for q in ratios]
-    ctx.path("ubar.json").write_text(__import__("json").dumps({"attack_free_worst": base, "runs": runs}, indent=1))
+    ctx.write_json("ubar.json", {"attack_free_worst": base, "runs": runs})
     tol = 0.05
     converged = {r: all(x["worst"] >= base - tol for x in runs if x["rule"] == r) for r in rules}
     worst = {r: min(x["worst"] for x in runs if x["rule"] == r) for r in rules}
